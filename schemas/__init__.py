@@ -1,0 +1,31 @@
+"""One Pandera model per Delta table, and the table catalogue that places each in the lake."""
+
+from schemas.datasets import ExamplesSchema, SplitsSchema
+from schemas.evaluation import EvalResultsSchema, EvalSummariesSchema
+from schemas.feedback import InferenceEventsSchema
+from schemas.monitoring import BaselinesSchema, DriftReportsSchema
+from schemas.quarantine import QuarantineSchema
+from schemas.registry import LineageEdgesSchema, ModelVersionsSchema
+from schemas.spec import TableSpec
+from schemas.training import TrainingMetricsSchema, TrainingRunsSchema
+
+EXAMPLES = TableSpec("datasets", "examples", ExamplesSchema, ("dataset", "split", "example_id"), "dataset")
+SPLITS = TableSpec("datasets", "splits", SplitsSchema, ("dataset", "split_name", "example_id"), "dataset")
+TRAINING_RUNS = TableSpec("training", "runs", TrainingRunsSchema, ("run_id",))
+TRAINING_METRICS = TableSpec("training", "metrics", TrainingMetricsSchema, ("run_id", "step", "name"))
+EVAL_RESULTS = TableSpec("evaluation", "results", EvalResultsSchema,
+                         ("model_version", "benchmark", "example_id", "sample"), "benchmark")
+EVAL_SUMMARIES = TableSpec("evaluation", "summaries", EvalSummariesSchema, ("model_version", "benchmark", "metric"))
+MODEL_VERSIONS = TableSpec("registry", "versions", ModelVersionsSchema, ("model_name", "version"))
+LINEAGE_EDGES = TableSpec("registry", "lineage_edges", LineageEdgesSchema, ("source", "target", "relation"))
+INFERENCE_EVENTS = TableSpec("feedback", "inference_events", InferenceEventsSchema, ("event_id",), "day")
+BASELINES = TableSpec("monitoring", "baselines", BaselinesSchema, ("baseline_id",))
+DRIFT_REPORTS = TableSpec("monitoring", "drift_reports", DriftReportsSchema, ("day", "detector"), "day")
+QUARANTINE = TableSpec("quarantine", "rows", QuarantineSchema, ("table", "source", "row_hash"), "day")
+
+ALL_TABLES: tuple[TableSpec, ...] = (
+    EXAMPLES, SPLITS, TRAINING_RUNS, TRAINING_METRICS, EVAL_RESULTS, EVAL_SUMMARIES, MODEL_VERSIONS,
+    LINEAGE_EDGES, INFERENCE_EVENTS, BASELINES, DRIFT_REPORTS, QUARANTINE,
+)
+
+__all__ = [name for name in dir() if name.isupper()] + ["TableSpec"]
