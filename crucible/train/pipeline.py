@@ -1,0 +1,115 @@
+"""Supervised fine-tuning from examples-table rows: render chats, build the backend, train, save.
+
+This is the one function the training asset calls; it knows nothing of Dagster.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crucible.train.backend import Datum, TrainingBackend
+from crucible.train.config import MetricLogger
+from crucible.train.recipes import Recipe, save_recipe
+
+
+@dataclass
+class RejectedExample:
+    example_id: str
+    reason: str
+
+
+@dataclass
+class SFTOutcome:
+    checkpoint_dir: str
+    steps: int
+    final_loss: float | None
+    tokens_per_second: float
+    history: list[dict[str, float]]
+    num_train: int
+    num_eval: int
+    rejected: list[RejectedExample] = field(default_factory=list)
+    dagster_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def conversation_datums(examples: pd.DataFrame, renderer, tokenizer, train_on: str,
+                        max_length: int) -> tuple[list[Datum], list[str], list[RejectedExample]]:
+    """One ``Datum`` per example (next-token targets, weights shifted onto the targets).
+
+    An example the renderer refuses (nothing left to train on, bad roles) is rejected with its id
+    and the reason, never silently trained as a zero-loss example.
+    """
+    from crucible.train.renderers import build_supervised_example
+
+    datums, ids, rejected = [], [], []
+    for row in examples.itertuples():
+        try:
+            tokens, weights = build_supervised_example(renderer, tokenizer, json.loads(row.messages), train_on,
+                                                       max_length=max_length + 1)
+        except (ValueError, KeyError, TypeError) as error:
+            rejected.append(RejectedExample(row.example_id, f"example {row.example_id}: {error}"))
+            continue
+        datums.append(Datum(input_ids=tokens[:-1], target_ids=tokens[1:], weights=weights[1:]))
+        ids.append(row.example_id)
+    return datums, ids, rejected
+
+
+def chat_texts(examples: pd.DataFrame) -> list[str]:
+    return [turn["content"] for messages in examples["messages"] for turn in json.loads(messages)]
+
+
+def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, *,
+                   make_backend: Callable[[Any, Any, Recipe], TrainingBackend] | None = None,
+                   extra_loggers: Sequence[MetricLogger] = (), eval_fraction: float = 0.1) -> SFTOutcome:
+    """Fine-tune ``recipe.base_model`` on ``examples`` (ExamplesSchema rows) and save an HF checkpoint."""
+    from crucible.train.local_backend import LocalBackend
+    from crucible.train.loggers import DagsterMetadataLogger, MultiLogger, build_loggers
+    from crucible.train.models import load_model_and_tokenizer
+    from crucible.train.renderers import get_renderer
+    from crucible.train.sft import run_sft
+
+    if examples.empty:
+        raise ValueError(f"recipe {recipe.name}: no examples of {recipe.dataset.name}/{recipe.dataset.split} to train on")
+    hp = recipe.hyperparameters
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, run_dir / "recipe.yaml")
+
+    model, tokenizer = load_model_and_tokenizer(recipe.base_model, tokenizer_texts=chat_texts(examples), seed=hp.seed)
+    renderer_name = recipe.renderer
+    if renderer_name == "auto":
+        renderer_name = recipe.base_model.name_or_path or "chatml"
+    renderer = get_renderer(renderer_name)
+    datums, _, rejected = conversation_datums(examples, renderer, tokenizer, recipe.train_on, hp.max_length)
+    if not datums:
+        raise ValueError(f"recipe {recipe.name}: every example was rejected, e.g. {rejected[0].reason}")
+
+    order = list(range(len(datums)))
+    random.Random(hp.seed).shuffle(order)
+    num_eval = int(len(datums) * eval_fraction) if hp.eval_every and len(datums) >= 10 else 0
+    eval_data = [datums[i] for i in order[:num_eval]]
+    train_data = [datums[i] for i in order[num_eval:]]
+
+    backend = make_backend(model, tokenizer, recipe) if make_backend else LocalBackend.from_hyperparameters(
+        model, tokenizer, hp)
+    loggers = build_loggers(recipe.logging, run_dir, total_steps=hp.max_steps, run_name=recipe.name,
+                            run_config=recipe.model_dump(mode="json"))
+    all_loggers = MultiLogger([*loggers.loggers, *extra_loggers])
+    try:
+        result = run_sft(backend, train_data, hp, eval_data=eval_data or None, output_dir=run_dir / "train",
+                         loggers=all_loggers.loggers)
+    finally:
+        all_loggers.close()
+    dagster_logger = loggers.get(DagsterMetadataLogger)
+    return SFTOutcome(
+        checkpoint_dir=str(result.checkpoint_dir), steps=result.steps, final_loss=result.final_loss,
+        tokens_per_second=result.tokens_per_second, history=result.history, num_train=len(train_data),
+        num_eval=len(eval_data), rejected=rejected,
+        dagster_metadata=dagster_logger.dagster_metadata() if dagster_logger else {},
+    )

@@ -1,0 +1,36 @@
+"""Every Crucible asset, check, job, sensor and resource, assembled into one Definitions object."""
+
+import dagster as dg
+
+from crucible_assets.datasets.assets import examples
+from crucible_assets.datasets.sensors import dataset_drop_sensor
+from crucible_assets.evaluation.assets import eval_results, eval_results_complete
+from crucible_assets.feedback.assets import inference_events
+from crucible_assets.jobs import daily_feedback_job, daily_feedback_schedule, dataset_ingest_job, retrain_job
+from crucible_assets.monitoring.assets import drift_report
+from crucible_assets.monitoring.sensors import drift_retraining_sensor
+from crucible_assets.registry.assets import registered_model
+from crucible_assets.training.assets import sft_checkpoint
+from resources.datasets import DatasetSourcesResource
+from resources.lake import LakeResource
+from resources.monitoring import DriftPolicyResource
+from resources.trainer import TrainerResource
+
+
+def build_resources() -> dict:
+    return {
+        "lake": LakeResource(),
+        "dataset_sources": DatasetSourcesResource(),
+        "trainer": TrainerResource(tinker_api_key=dg.EnvVar("TINKER_API_KEY").get_value()),
+        "drift_policy": DriftPolicyResource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=[examples, sft_checkpoint, eval_results, registered_model, inference_events, drift_report],
+    asset_checks=[eval_results_complete],
+    jobs=[retrain_job, daily_feedback_job, dataset_ingest_job],
+    schedules=[daily_feedback_schedule],
+    sensors=[drift_retraining_sensor, dataset_drop_sensor],
+    resources=build_resources(),
+)

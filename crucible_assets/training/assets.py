@@ -1,0 +1,72 @@
+"""Training assets: a supervised fine-tuned checkpoint from a recipe and a dataset partition."""
+
+import datetime as dt
+import uuid
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from crucible.quarantine import quarantine_rows, store_quarantined
+from crucible.train.pipeline import run_sft_recipe
+from crucible.train.recipes import apply_overrides, load_recipe, recipe_hash
+from crucible.train.runs import record_run
+from crucible_assets.datasets.assets import examples
+from crucible_assets.metadata import table_metadata
+from resources.lake import LakeResource
+from resources.trainer import TrainerResource
+from schemas import EXAMPLES
+
+
+class SFTConfig(dg.Config):
+    """Which recipe to run, any field overrides, and why this run happens."""
+
+    recipe: str = Field("sft_tiny_gsm8k", description="recipe name under recipes/ or a YAML path")
+    overrides: dict = Field(default_factory=dict,
+                            description='dotted overrides, e.g. {"hyperparameters.max_steps": 5}')
+    trigger_reason: str = "manual"
+    data_window_start: str = ""
+    data_window_end: str = ""
+
+
+@dg.asset(
+    key=["training", "sft_checkpoint"], deps=[examples], group_name="training",
+    kinds={"pytorch", "huggingface", "deltalake"}, owners=["team:ml-platform"],
+    description="Supervised fine-tuning of the recipe's base model on its dataset; saves a Hugging Face "
+                "checkpoint (safetensors + tokenizer) and records the run, its metrics and lineage.",
+)
+def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTConfig, lake: LakeResource,
+                   trainer: TrainerResource) -> dg.MaterializeResult:
+    recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.overrides))
+    store = lake.lake()
+    dataset = recipe.dataset
+    version = dataset.table_version if dataset.table_version is not None else store.version(EXAMPLES)
+    rows = store.read(EXAMPLES, where={"dataset": dataset.name, "split": dataset.split}, version=version)
+    rows = rows.sort_values("example_id").head(dataset.limit) if dataset.limit else rows
+    run_id = f"sft-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    started = pd.Timestamp.now(tz="UTC")
+    outcome = run_sft_recipe(recipe, rows, lake.artifact_dir("runs", run_id),
+                             make_backend=trainer.backend_factory(recipe))
+    store_quarantined(store, quarantine_rows("training/sft_input", (
+        ({"example_id": r.example_id}, f"{dataset.name}/{dataset.split}@v{version}", r.reason)
+        for r in outcome.rejected)))
+    run = {
+        "run_id": run_id, "method": recipe.method, "recipe_name": recipe.name, "recipe_hash": recipe_hash(recipe),
+        "base_model": recipe.base_model.name_or_path or f"tiny-{recipe.base_model.tiny.family}",
+        "dataset": dataset.name, "dataset_version": version, "trigger_reason": config.trigger_reason,
+        "data_window": f"{config.data_window_start}..{config.data_window_end}".strip("."),
+        "steps": outcome.steps, "final_loss": outcome.final_loss, "tokens_per_second": outcome.tokens_per_second,
+        "checkpoint_uri": outcome.checkpoint_dir, "started_at": started, "finished_at": pd.Timestamp.now(tz="UTC"),
+    }
+    stored_run, stored_metrics = record_run(store, run, outcome.history)
+    context.log.info("run %s: %d steps, final loss %s", run_id, outcome.steps, outcome.final_loss)
+    return dg.MaterializeResult(metadata={
+        **outcome.dagster_metadata, **table_metadata(stored_run), "run_id": run_id,
+        "checkpoint": dg.MetadataValue.path(outcome.checkpoint_dir), "recipe": recipe.name,
+        "recipe_hash": run["recipe_hash"], "base_model": run["base_model"],
+        "dataset": f"{dataset.name}/{dataset.split}", "dataset_table_version": version,
+        "train_examples": outcome.num_train, "eval_examples": outcome.num_eval,
+        "rejected_examples": len(outcome.rejected), "trigger_reason": config.trigger_reason,
+        "data_window": run["data_window"], "metrics_rows": stored_metrics.accepted,
+        "final_loss": outcome.final_loss, "tokens_per_second": outcome.tokens_per_second,
+    })
