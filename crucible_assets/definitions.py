@@ -17,7 +17,8 @@ from resources.monitoring import DriftPolicyResource
 from resources.trainer import TrainerResource
 
 
-def build_resources() -> dict:
+def default_resources() -> dict:
+    """The embedded default: a local lake and drop folder under $CRUCIBLE_HOME, training in process."""
     return {
         "lake": LakeResource(),
         "dataset_sources": DatasetSourcesResource(),
@@ -26,11 +27,15 @@ def build_resources() -> dict:
     }
 
 
-defs = dg.Definitions(
-    assets=[examples, sft_checkpoint, eval_results, registered_model, inference_events, drift_report],
-    asset_checks=[eval_results_complete],
-    jobs=[retrain_job, daily_feedback_job, dataset_ingest_job],
-    schedules=[daily_feedback_schedule],
-    sensors=[drift_retraining_sensor, dataset_drop_sensor],
-    resources=build_resources(),
-)
+def build_defs(resources: dict | None = None) -> dg.Definitions:
+    """The definitions with ``resources`` (tests pass a temporary lake); defaults otherwise."""
+    return dg.Definitions(
+        assets=[examples, sft_checkpoint, eval_results, registered_model, inference_events, drift_report],
+        jobs=[retrain_job, daily_feedback_job, dataset_ingest_job],
+        schedules=[daily_feedback_schedule],
+        sensors=[drift_retraining_sensor, dataset_drop_sensor],
+        resources={**default_resources(), **(resources or {})},
+    )
+
+
+defs = build_defs()

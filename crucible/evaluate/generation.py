@@ -47,6 +47,10 @@ class ChatModel:
             messages = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": prompt}]
             ids = self._prompt_ids(messages)
+            # Keep the end of an over-long prompt (the question and the assistant header).
+            room = getattr(self.model.config, "max_position_embeddings", None)
+            if room and len(ids) + max_new_tokens > room:
+                ids = ids[-(room - max_new_tokens):]
             started = time.perf_counter()
             with torch.inference_mode():
                 output = self.model.generate(

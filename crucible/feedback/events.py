@@ -23,7 +23,7 @@ _LONG_CONTEXT = ("Please think about every detail of the situation carefully bef
 
 
 def simulated_prompts(pool: Sequence[str], day: dt.date, count: int, long_prompt_share: float = 0.0,
-                      pii_share: float = 0.25, seed: int = 0) -> list[str]:
+                      pii_share: float = 0.1, seed: int = 0) -> list[str]:
     """A day of user prompts drawn from ``pool``, deterministic for (day, seed).
 
     Some carry contact details (to exercise PII scrubbing); ``long_prompt_share`` of them carry a

@@ -18,11 +18,12 @@ class DriftResult:
 
 
 def population_stability_index(baseline: Sequence[float], current: Sequence[float], bins: int = 10,
-                               epsilon: float = 1e-4) -> float:
+                               smoothing: float = 0.5) -> float:
     """PSI = sum_i (c_i - b_i) * ln(c_i / b_i) over quantile bins of the baseline.
 
-    Bin edges are the baseline's deciles (so each baseline bin holds ~1/bins of the mass); empty
-    bins get ``epsilon`` so that the logarithm stays finite.
+    Bin edges are the baseline's quantiles (each baseline bin holds ~1/bins of the mass). Shares
+    are additively smoothed, ``(count + smoothing) / (n + smoothing * bins)``, so that an empty
+    bin in a small daily sample adds a bounded term instead of an ``ln(epsilon)`` blow-up.
     """
     base = np.asarray(baseline, dtype=float)
     cur = np.asarray(current, dtype=float)
@@ -32,10 +33,9 @@ def population_stability_index(baseline: Sequence[float], current: Sequence[floa
     edges[0], edges[-1] = -np.inf, np.inf
     if edges.size < 3:
         edges = np.array([-np.inf, float(base[0]), np.inf])
-    b = np.histogram(base, edges)[0] / base.size
-    c = np.histogram(cur, edges)[0] / cur.size
-    b = np.clip(b, epsilon, None)
-    c = np.clip(c, epsilon, None)
+    k = edges.size - 1
+    b = (np.histogram(base, edges)[0] + smoothing) / (base.size + smoothing * k)
+    c = (np.histogram(cur, edges)[0] + smoothing) / (cur.size + smoothing * k)
     return float(np.sum((c - b) * np.log(c / b)))
 
 
@@ -48,16 +48,18 @@ def kolmogorov_smirnov(baseline: Sequence[float], current: Sequence[float], p_th
     return DriftResult("ks", float(result.statistic), p_value, p_threshold, p_value < p_threshold)
 
 
-def psi_drift(baseline: Sequence[float], current: Sequence[float], threshold: float = 0.2) -> DriftResult:
-    """PSI drift: by the usual reading, < 0.1 stable, 0.1-0.2 moderate, > 0.2 significant."""
-    psi = population_stability_index(baseline, current)
+def psi_drift(baseline: Sequence[float], current: Sequence[float], threshold: float = 0.25,
+              bins: int = 10) -> DriftResult:
+    """PSI drift: by the usual reading, < 0.1 stable, 0.1-0.25 moderate, > 0.25 significant."""
+    psi = population_stability_index(baseline, current, bins)
     return DriftResult("psi", psi, None, threshold, psi > threshold)
 
 
 def daily_drift_rows(day, baseline: Sequence[float], current: Sequence[float], baseline_id: str, feature: str,
-                     psi_threshold: float = 0.2, ks_p_threshold: float = 0.01) -> list[dict]:
+                     psi_threshold: float = 0.25, ks_p_threshold: float = 0.001, psi_bins: int = 10) -> list[dict]:
     """One drift-report row per detector (KS, PSI) for one day's values of ``feature``."""
-    results = [kolmogorov_smirnov(baseline, current, ks_p_threshold), psi_drift(baseline, current, psi_threshold)]
+    results = [kolmogorov_smirnov(baseline, current, ks_p_threshold),
+               psi_drift(baseline, current, psi_threshold, psi_bins)]
     return [{"day": day, "detector": r.detector, "feature": feature, "statistic": r.statistic,
              "p_value": r.p_value, "threshold": r.threshold, "drifted": r.drifted, "baseline_id": baseline_id,
              "num_current": len(current), "num_baseline": len(baseline)} for r in results]

@@ -60,6 +60,14 @@ def conversation_datums(examples: pd.DataFrame, renderer, tokenizer, train_on: s
     return datums, ids, rejected
 
 
+def merged_history(result) -> list[dict[str, float]]:
+    """Training and evaluation metrics of each step in one record per step."""
+    by_step: dict[int, dict[str, float]] = {}
+    for record in [*result.loss_history, *result.eval_losses]:
+        by_step.setdefault(int(record["step"]), {}).update(record)
+    return [by_step[step] for step in sorted(by_step)]
+
+
 def chat_texts(examples: pd.DataFrame) -> list[str]:
     return [turn["content"] for messages in examples["messages"] for turn in json.loads(messages)]
 
@@ -109,7 +117,7 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     dagster_logger = loggers.get(DagsterMetadataLogger)
     return SFTOutcome(
         checkpoint_dir=str(result.checkpoint_dir), steps=result.steps, final_loss=result.final_loss,
-        tokens_per_second=result.tokens_per_second, history=result.history, num_train=len(train_data),
+        tokens_per_second=result.tokens_per_second, history=merged_history(result), num_train=len(train_data),
         num_eval=len(eval_data), rejected=rejected,
         dagster_metadata=dagster_logger.dagster_metadata() if dagster_logger else {},
     )

@@ -18,9 +18,9 @@ from schemas import EXAMPLES, INFERENCE_EVENTS
 class InferenceTrafficConfig(dg.Config):
     """The demo's simulated users; a real deployment writes these events from its server instead."""
 
-    events_per_day: int = 12
+    events_per_day: int = 64
     long_prompt_share: float = 0.0
-    pii_share: float = 0.25
+    pii_share: float = 0.1
     max_new_tokens: int = 16
     prompt_dataset: str = "gsm8k"
     prompt_split: str = "test"

@@ -35,7 +35,7 @@ def drift_report(context: dg.AssetExecutionContext, lake: LakeResource,
         if not prompts:
             raise dg.Failure(f"no inference events on {key}: materialize feedback/inference_events for that day")
         rows = daily_drift_rows(day, baseline, prompt_length(prompts), baseline_id, FEATURE,
-                                drift_policy.psi_threshold, drift_policy.ks_p_value)
+                                drift_policy.psi_threshold, drift_policy.ks_p_value, drift_policy.psi_bins)
         stored = store_validated(store, DRIFT_REPORTS, pd.DataFrame(rows), source=f"drift {key}",
                                  replace_where={"day": day}, day=day)
         summary[key] = {r["detector"]: round(r["statistic"], 4) for r in rows} | {

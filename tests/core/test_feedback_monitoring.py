@@ -24,9 +24,10 @@ def test_sanitize_pii(text, expected):
 def test_psi_matches_hand_computation():
     baseline = list(range(100))
     current = [5] * 50 + [95] * 50
-    # decile bins of the baseline hold 10% each; current puts 50% in the first and 50% in the last.
-    b = np.full(10, 0.1)
-    c = np.array([0.5] + [1e-4] * 8 + [0.5])
+    # Decile bins of the baseline hold 10 each; current puts 50 in the first bin and 50 in the
+    # last. Shares are smoothed with 0.5 per bin: (count + 0.5) / (n + 0.5 * 10).
+    b = np.full(10, 10.5 / 105)
+    c = np.array([50.5] + [0.5] * 8 + [50.5]) / 105
     expected = float(np.sum((c - b) * np.log(c / b)))
     assert population_stability_index(baseline, current) == pytest.approx(expected)
     assert population_stability_index(baseline, baseline) == pytest.approx(0.0, abs=1e-12)

