@@ -5,7 +5,6 @@ import uuid
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from crucible.quarantine import quarantine_rows, store_quarantined
 from crucible.train.pipeline import run_sft_recipe
@@ -13,20 +12,10 @@ from crucible.train.recipes import apply_overrides, load_recipe, recipe_hash
 from crucible.train.runs import record_run
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata
+from crucible_assets.training.config import SFTConfig
 from resources.lake import LakeResource
 from resources.trainer import TrainerResource
 from schemas import EXAMPLES
-
-
-class SFTConfig(dg.Config):
-    """Which recipe to run, any field overrides, and why this run happens."""
-
-    recipe: str = Field("sft_tiny_gsm8k", description="recipe name under recipes/ or a YAML path")
-    overrides: dict = Field(default_factory=dict,
-                            description='dotted overrides, e.g. {"hyperparameters.max_steps": 5}')
-    trigger_reason: str = "manual"
-    data_window_start: str = ""
-    data_window_end: str = ""
 
 
 @dg.asset(
@@ -37,7 +26,7 @@ class SFTConfig(dg.Config):
 )
 def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTConfig, lake: LakeResource,
                    trainer: TrainerResource) -> dg.MaterializeResult:
-    recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.overrides))
+    recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
     store = lake.lake()
     dataset = recipe.dataset
     version = dataset.table_version if dataset.table_version is not None else store.version(EXAMPLES)

@@ -1,0 +1,64 @@
+"""Launchpad config of the training assets, derived from the recipe's own pydantic models.
+
+Dagster config accepts primitives, not ``Literal`` or nested pydantic models, so each scalar
+hyperparameter becomes an optional field (``None`` = keep the recipe's value) and the recipe
+re-validates whatever is set; anything else goes through ``overrides`` with dotted keys.
+"""
+
+import types
+import typing
+
+import dagster as dg
+from pydantic import BaseModel, Field, create_model
+
+from crucible.train.config import TrainingHyperparameters
+
+_PRIMITIVES = (bool, int, float, str)
+
+
+def _launchpad_type(annotation) -> tuple[type, str] | None:
+    origin = typing.get_origin(annotation)
+    if annotation in _PRIMITIVES:
+        return annotation, ""
+    if origin is typing.Literal:
+        return str, f" One of {', '.join(map(str, typing.get_args(annotation)))}."
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return _launchpad_type(inner[0])
+    return None
+
+
+def optional_overrides(model: type[BaseModel], name: str) -> type[dg.Config]:
+    """A ``dg.Config`` with one optional field per scalar field of ``model``."""
+    fields = {}
+    for field_name, info in model.model_fields.items():
+        resolved = _launchpad_type(info.annotation)
+        if resolved is None:
+            continue
+        kind, choices = resolved
+        description = f"{info.description or field_name} (recipe default when unset).{choices}"
+        fields[field_name] = (kind | None, Field(None, description=description))
+    return create_model(name, __base__=dg.Config, **fields)
+
+
+HyperparameterOverrides = optional_overrides(TrainingHyperparameters, "HyperparameterOverrides")
+
+
+class SFTConfig(dg.Config):
+    """Which recipe to run, what to change in it, and why this run happens."""
+
+    recipe: str = Field("sft_tiny_gsm8k", description="Recipe name under recipes/, or a path to a YAML file.")
+    hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
+    dataset_limit: int | None = Field(None, description="Use at most this many examples (recipe default when unset).")
+    overrides: dict = Field(default_factory=dict,
+                            description='Any other recipe field by dotted key, e.g. {"hyperparameters.lora.rank": 8}.')
+    trigger_reason: str = "manual"
+    data_window_start: str = ""
+    data_window_end: str = ""
+
+    def recipe_overrides(self) -> dict:
+        chosen = {f"hyperparameters.{k}": v for k, v in self.hyperparameters.model_dump(exclude_none=True).items()}
+        if self.dataset_limit is not None:
+            chosen["dataset.limit"] = self.dataset_limit
+        return {**chosen, **self.overrides}
