@@ -25,7 +25,8 @@ daily_feedback_job = dg.define_asset_job(
 daily_feedback_schedule = dg.build_schedule_from_partitioned_job(daily_feedback_job, hour_of_day=1)
 
 dataset_ingest_job = dg.define_asset_job(
-    "dataset_ingest_job", selection=dg.AssetSelection.assets(dg.AssetKey(["datasets", "examples"])),
+    "dataset_ingest_job",
+    selection=dg.AssetSelection.assets(dg.AssetKey(["datasets", "examples"]), dg.AssetKey(["datasets", "splits"])),
     partitions_def=datasets_partitions,
-    description="Load one dataset (a partition) into datasets/examples.",
+    description="Load one dataset (a partition) into datasets/examples, check it, and split it.",
 )

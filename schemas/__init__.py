@@ -10,7 +10,8 @@ from schemas.spec import TableSpec
 from schemas.training import TrainingMetricsSchema, TrainingRunsSchema
 
 EXAMPLES = TableSpec("datasets", "examples", ExamplesSchema, ("dataset", "split", "example_id"), "dataset")
-SPLITS = TableSpec("datasets", "splits", SplitsSchema, ("dataset", "split_name", "example_id"), "dataset")
+SPLITS = TableSpec("datasets", "splits", SplitsSchema, ("dataset", "split_name", "example_id", "source_split"),
+                   "dataset")
 TRAINING_RUNS = TableSpec("training", "runs", TrainingRunsSchema, ("run_id",))
 TRAINING_METRICS = TableSpec("training", "metrics", TrainingMetricsSchema, ("run_id", "step", "name"))
 EVAL_RESULTS = TableSpec("evaluation", "results", EvalResultsSchema,

@@ -27,7 +27,12 @@ class ExamplesSchema(pa.DataFrameModel):
 
 
 class SplitsSchema(pa.DataFrameModel):
-    """Assignment of examples to named splits (train/validation/test) and folds."""
+    """Assignment of examples to named splits (train/validation/test) and folds.
+
+    Fold ``i`` holds out the train examples whose ``split_name`` is ``fold-<i>`` (and ``fold`` is ``i``);
+    other rows have ``fold`` -1. ``source_split`` is part of the key because an example id is unique
+    only within its source split (MMLU numbers each subject's questions in dev, val and test alike).
+    """
 
     dataset: Series[str] = pa.Field(str_length={"min_value": 1})
     split_name: Series[str] = pa.Field(str_length={"min_value": 1})
@@ -38,4 +43,4 @@ class SplitsSchema(pa.DataFrameModel):
     class Config:
         strict = True
         coerce = True
-        unique = ["dataset", "split_name", "example_id"]
+        unique = ["dataset", "split_name", "example_id", "source_split"]

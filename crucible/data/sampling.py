@@ -95,12 +95,12 @@ def _split_rows(frame: pd.DataFrame, split_names: np.ndarray, folds: np.ndarray)
     missing = [column for column in ("dataset", "split", "example_id") if column not in frame.columns]
     if missing:
         raise KeyError(f"the frame needs the examples-table columns {missing}")
-    repeated = frame.duplicated(["dataset", "example_id"], keep=False)
+    repeated = frame.duplicated(["dataset", "split", "example_id"], keep=False)
     if repeated.any():
         first = frame[repeated].iloc[0]
-        raise ValueError(f"example_id {first['example_id']!r} of {first['dataset']!r} occurs more than once "
-                         "(in several source splits?); the splits table keys rows by (dataset, split_name, "
-                         "example_id), so assign splits within one source split at a time")
+        raise ValueError(f"example_id {first['example_id']!r} occurs more than once in split {first['split']!r} "
+                         f"of {first['dataset']!r}; the splits table keys rows by (dataset, split_name, "
+                         "example_id, source_split), so each example may appear once per source split")
     return pd.DataFrame({
         "dataset": frame["dataset"].to_numpy(),
         "split_name": split_names,
@@ -141,3 +141,29 @@ def split_by_fractions(frame: pd.DataFrame, fractions: Mapping[str, float] | Non
     names = np.empty(len(frame), dtype=object)
     names[rng.permutation(len(frame))] = np.repeat(list(sizes), list(sizes.values()))
     return _split_rows(frame, names, np.full(len(frame), NO_FOLD))
+
+
+def fold_split_name(fold: int) -> str:
+    """The ``split_name`` of the training examples held out in ``fold``: ``fold-0``, ``fold-1``, ..."""
+    return f"fold-{fold}"
+
+
+def split_with_folds(frame: pd.DataFrame, fractions: Mapping[str, float] | None = None, *, k: int = 5,
+                     seed: int) -> pd.DataFrame:
+    """Rows of the splits table for one dataset: every example in one of train/validation/test
+    (``split_by_fractions``, fold -1), and every train example once more in ``fold-<i>`` with fold ``i``
+    (``k_fold`` of the train part). Fold ``i`` validates on ``fold-<i>`` and trains on the other train rows.
+
+    Examples are ordered by (split, example_id) first, so the result does not depend on the order
+    the rows were read in. Folds are left out when the train part has fewer than ``k`` rows.
+    """
+    import pandas as pd
+
+    ordered = frame.sort_values(["split", "example_id"], kind="stable").reset_index(drop=True)
+    splits = split_by_fractions(ordered, fractions, seed=seed)
+    train = ordered[(splits["split_name"] == "train").to_numpy()]
+    if len(train) < max(k, 2):
+        return splits
+    folds = k_fold(train, k, seed=seed + 1)
+    folds["split_name"] = folds["fold"].map(fold_split_name)
+    return pd.concat([splits, folds], ignore_index=True)

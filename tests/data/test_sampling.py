@@ -16,6 +16,7 @@ from crucible.data.sampling import (
     sample_random,
     sample_stratified,
     split_by_fractions,
+    split_with_folds,
 )
 from schemas.datasets import SplitsSchema
 
@@ -123,10 +124,27 @@ def test_split_by_fractions_sizes_and_schema(examples):
         split_by_fractions(examples, {"train": 0.5, "test": 0.4}, seed=0)
 
 
-def test_split_rejects_ids_repeated_across_source_splits(examples):
+def test_split_keeps_ids_repeated_across_source_splits_but_rejects_repeats_within_one(examples):
     doubled = pd.concat([examples, examples.assign(split="test")])
-    with pytest.raises(ValueError, match="occurs more than once"):
-        k_fold(doubled, 3, seed=0)
+    folds = k_fold(doubled, 3, seed=0)
+    SplitsSchema.validate(folds)  # unique on (dataset, split_name, example_id, source_split)
+    assert Counter(folds["source_split"]) == {"train": len(examples), "test": len(examples)}
+    with pytest.raises(ValueError, match="occurs more than once in split 'train'"):
+        k_fold(pd.concat([examples, examples.head(1)]), 3, seed=0)
+
+
+def test_split_with_folds_holds_out_each_train_example_once_whatever_the_row_order(examples):
+    rows = split_with_folds(examples, k=5, seed=3)
+    SplitsSchema.validate(rows)
+    main = rows[rows["fold"] == NO_FOLD]
+    assert sorted(main["example_id"]) == sorted(examples["example_id"])
+    folds = rows[rows["fold"] != NO_FOLD]
+    assert sorted(folds["example_id"]) == sorted(main.loc[main["split_name"] == "train", "example_id"])
+    assert set(folds["split_name"]) == {f"fold-{i}" for i in range(5)}
+    assert (folds["split_name"] == "fold-" + folds["fold"].astype(str)).all()
+    shuffled = examples.sample(frac=1, random_state=1)
+    assert rows.equals(split_with_folds(shuffled, k=5, seed=3))
+    assert set(split_with_folds(examples.head(4), k=5, seed=3)["fold"]) == {NO_FOLD}
 
 
 def test_stratified_mmlu_sample_by_subject():
