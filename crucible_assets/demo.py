@@ -28,7 +28,7 @@ def _prepare_home(home: Path) -> None:
 
 
 def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resources: dict,
-                  echo=print) -> dict:
+                  datasets: tuple[str, ...] = ("gsm8k",), echo=print) -> dict:
     """Run every stage through ``defs``' jobs on ``instance``; returns what each stage produced."""
     import dagster as dg
 
@@ -44,9 +44,10 @@ def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resour
         return result
 
     produced: dict = {}
-    echo("1/4 datasets: loading GSM8K into datasets/examples")
-    instance.add_dynamic_partitions(datasets_partitions.name, ["gsm8k"])
-    execute("dataset_ingest_job", partition_key="gsm8k")
+    echo(f"1/4 datasets: loading {', '.join(datasets)} into datasets/examples and datasets/splits")
+    instance.add_dynamic_partitions(datasets_partitions.name, list(datasets))
+    for name in datasets:
+        execute("dataset_ingest_job", partition_key=name)
 
     echo("2/4 training → evaluation → registry")
     execute("retrain_job")
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     resources = default_resources()
     defs = build_defs(resources)
     with dg.DagsterInstance.get() as instance:
-        run_lifecycle(days, days[-1], instance, defs, resources)
+        from crucible.data.loaders import BUILTIN_DATASETS
+
+        run_lifecycle(days, days[-1], instance, defs, resources, datasets=tuple(BUILTIN_DATASETS))
         lake = resources["lake"].lake()
         print(summary(lake))
         print(f"  Dagster instance: {instance.root_directory} ({len(instance.get_runs())} runs)")
