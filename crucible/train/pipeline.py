@@ -34,6 +34,7 @@ class SFTOutcome:
     history: list[dict[str, float]]
     num_train: int
     num_eval: int
+    resumed_from_step: int = 0
     rejected: list[RejectedExample] = field(default_factory=list)
     dagster_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -74,8 +75,13 @@ def chat_texts(examples: pd.DataFrame) -> list[str]:
 
 def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, *,
                    make_backend: Callable[[Any, Any, Recipe], TrainingBackend] | None = None,
-                   extra_loggers: Sequence[MetricLogger] = (), eval_fraction: float = 0.1) -> SFTOutcome:
-    """Fine-tune ``recipe.base_model`` on ``examples`` (ExamplesSchema rows) and save an HF checkpoint."""
+                   extra_loggers: Sequence[MetricLogger] = (), eval_fraction: float = 0.1,
+                   resume: bool = False) -> SFTOutcome:
+    """Fine-tune ``recipe.base_model`` on ``examples`` (ExamplesSchema rows) and save an HF checkpoint.
+
+    With ``resume`` the run continues from the newest resumable checkpoint in ``run_dir`` (a run
+    that was killed), ending exactly where an uninterrupted run would have.
+    """
     from crucible.train.local_backend import LocalBackend
     from crucible.train.loggers import DagsterMetadataLogger, MultiLogger, build_loggers
     from crucible.train.models import load_model_and_tokenizer
@@ -89,7 +95,14 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / "recipe.yaml")
 
-    model, tokenizer = load_model_and_tokenizer(recipe.base_model, tokenizer_texts=chat_texts(examples), seed=hp.seed)
+    if recipe.backend.kind == "tinker":
+        # The service holds the weights: only the tokenizer is needed here.
+        from transformers import AutoTokenizer
+
+        model, tokenizer = None, AutoTokenizer.from_pretrained(recipe.base_model.name_or_path)
+    else:
+        model, tokenizer = load_model_and_tokenizer(recipe.base_model, tokenizer_texts=chat_texts(examples),
+                                                    seed=hp.seed)
     renderer_name = recipe.renderer
     if renderer_name == "auto":
         renderer_name = recipe.base_model.name_or_path or "chatml"
@@ -111,13 +124,13 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     all_loggers = MultiLogger([*loggers.loggers, *extra_loggers])
     try:
         result = run_sft(backend, train_data, hp, eval_data=eval_data or None, output_dir=run_dir / "train",
-                         loggers=all_loggers.loggers)
+                         loggers=all_loggers.loggers, resume_from="latest" if resume else None)
     finally:
         all_loggers.close()
     dagster_logger = loggers.get(DagsterMetadataLogger)
     return SFTOutcome(
         checkpoint_dir=str(result.checkpoint_dir), steps=result.steps, final_loss=result.final_loss,
         tokens_per_second=result.tokens_per_second, history=merged_history(result), num_train=len(train_data),
-        num_eval=len(eval_data), rejected=rejected,
+        num_eval=len(eval_data), resumed_from_step=result.resumed_from_step, rejected=rejected,
         dagster_metadata=dagster_logger.dagster_metadata() if dagster_logger else {},
     )

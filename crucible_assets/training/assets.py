@@ -32,10 +32,10 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTConfig, lake: L
     version = dataset.table_version if dataset.table_version is not None else store.version(EXAMPLES)
     rows = store.read(EXAMPLES, where={"dataset": dataset.name, "split": dataset.split}, version=version)
     rows = rows.sort_values("example_id").head(dataset.limit) if dataset.limit else rows
-    run_id = f"sft-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = config.resume_run_id or f"sft-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     started = pd.Timestamp.now(tz="UTC")
     outcome = run_sft_recipe(recipe, rows, lake.artifact_dir("runs", run_id),
-                             make_backend=trainer.backend_factory(recipe))
+                             make_backend=trainer.backend_factory(recipe), resume=bool(config.resume_run_id))
     store_quarantined(store, quarantine_rows("training/sft_input", (
         ({"example_id": r.example_id}, f"{dataset.name}/{dataset.split}@v{version}", r.reason)
         for r in outcome.rejected)))
@@ -55,7 +55,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTConfig, lake: L
         "recipe_hash": run["recipe_hash"], "base_model": run["base_model"],
         "dataset": f"{dataset.name}/{dataset.split}", "dataset_table_version": version,
         "train_examples": outcome.num_train, "eval_examples": outcome.num_eval,
-        "rejected_examples": len(outcome.rejected), "trigger_reason": config.trigger_reason,
+        "rejected_examples": len(outcome.rejected), "resumed_from_step": outcome.resumed_from_step, "trigger_reason": config.trigger_reason,
         "data_window": run["data_window"], "metrics_rows": stored_metrics.accepted,
         "final_loss": outcome.final_loss, "tokens_per_second": outcome.tokens_per_second,
     })

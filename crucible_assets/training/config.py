@@ -53,6 +53,8 @@ class SFTConfig(dg.Config):
     dataset_limit: int | None = Field(None, description="Use at most this many examples (recipe default when unset).")
     overrides: dict = Field(default_factory=dict,
                             description='Any other recipe field by dotted key, e.g. {"hyperparameters.lora.rank": 8}.')
+    resume_run_id: str = Field("", description="Continue this earlier run (e.g. one that was killed) from its "
+                                                "newest checkpoint instead of starting a new one.")
     trigger_reason: str = "manual"
     data_window_start: str = ""
     data_window_end: str = ""

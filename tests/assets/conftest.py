@@ -35,6 +35,12 @@ def make_resources(root: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
+def resources_for():
+    """Builds the resources of a Crucible deployment rooted in a given (temporary) folder."""
+    return make_resources
+
+
+@pytest.fixture(scope="session")
 def lifecycle(tmp_path_factory) -> Lifecycle:
     """Datasets → training → evaluation → registry → 3 days of feedback (drift planted on the last)
     → drift sensor → the retraining it requested, all through the real jobs on a real instance."""

@@ -17,8 +17,6 @@ from crucible_assets.datasets.checks import DATASET_CHECKS
 from crucible_assets.datasets.sensors import dataset_drop_sensor
 from crucible_assets.datasets.splits import splits
 from crucible_assets.definitions import build_defs
-from resources.datasets import DatasetSourcesResource
-from resources.lake import LakeResource
 from schemas import EXAMPLES, QUARANTINE, SPLITS
 
 BENCHMARKS = ["gsm8k", "mmlu", "humaneval", "norobots"]
@@ -26,11 +24,6 @@ EXPECTED_ROWS = {"gsm8k": {"train": 7473, "test": 1319}, "humaneval": {"test": 1
                  "mmlu": {"dev": 285, "val": 1542, "test": 14079}}
 SPECIFIC_CHECK = {"gsm8k": "gsm8k_numeric_targets", "mmlu": "mmlu_targets_in_range",
                   "humaneval": "humaneval_solutions_pass"}
-
-
-def make_resources(root) -> dict:
-    return {"lake": LakeResource(root=str(root / "lake"), artifacts_root=str(root / "art")),
-            "dataset_sources": DatasetSourcesResource(drop_folder=str(root / "drop"))}
 
 
 def materialize(assets, partition: str, instance: dg.DagsterInstance,
@@ -52,10 +45,10 @@ def meta(evaluation: dg.AssetCheckEvaluation, key: str):
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory):
+def ingested(tmp_path_factory, resources_for):
     """The four benchmarks loaded into one lake, each with its checks and splits, in one instance."""
     root = tmp_path_factory.mktemp("ingested")
-    resources = make_resources(root)
+    resources = resources_for(root)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("datasets", BENCHMARKS)
     results = {name: materialize([examples, splits, *DATASET_CHECKS], name, instance, resources)
@@ -63,8 +56,8 @@ def ingested(tmp_path_factory):
     return resources, instance, results
 
 
-def test_definitions_include_the_splits_asset_and_partitioned_checks(tmp_path):
-    graph = build_defs(make_resources(tmp_path)).resolve_asset_graph()
+def test_definitions_include_the_splits_asset_and_partitioned_checks(tmp_path, resources_for):
+    graph = build_defs(resources_for(tmp_path)).resolve_asset_graph()
     assert dg.AssetKey(["datasets", "splits"]) in graph.get_all_asset_keys()
     names = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey(["datasets", "examples"])}
     assert names == {"unique_example_ids", "non_empty_targets", *SPECIFIC_CHECK.values()}
@@ -117,8 +110,8 @@ def test_unique_ids_check_fails_on_a_duplicated_stored_row(ingested):
     assert checks.unique_example_ids(planted).failing_ids == [rows["example_id"].iloc[-1]]
 
 
-def test_empty_target_fails_its_check_and_bad_json_is_quarantined(tmp_path):
-    resources = make_resources(tmp_path)
+def test_empty_target_fails_its_check_and_bad_json_is_quarantined(tmp_path, resources_for):
+    resources = resources_for(tmp_path)
     (tmp_path / "drop").mkdir()
     lines = [json.dumps({"id": "q1", "input": "What is 2+2?", "target": "4"}),
              '{"id": "q2", "input": "broken", ',
@@ -144,8 +137,8 @@ def test_empty_target_fails_its_check_and_bad_json_is_quarantined(tmp_path):
     assert meta(evaluations["gsm8k_numeric_targets"], "applicable") is False
 
 
-def test_drop_sensor_adds_a_partition_and_requests_a_run_for_a_new_file(tmp_path):
-    resources = make_resources(tmp_path)
+def test_drop_sensor_adds_a_partition_and_requests_a_run_for_a_new_file(tmp_path, resources_for):
+    resources = resources_for(tmp_path)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("datasets", BENCHMARKS)
     drop = tmp_path / "drop"

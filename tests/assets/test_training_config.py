@@ -26,3 +26,33 @@ def test_launchpad_values_override_the_recipe_and_are_revalidated():
     bad = SFTConfig(hyperparameters={"schedule": "bogus"})
     with pytest.raises(RecipeError, match="schedule"):
         apply_overrides(load_recipe(bad.recipe), bad.recipe_overrides())
+
+
+def test_resuming_a_run_through_the_asset_ends_on_the_same_weights(tmp_path, resources_for):
+    import dagster as dg
+
+    from crucible.registry.versions import artifact_sha256
+    from crucible.train.runs import latest_run
+    from crucible_assets.datasets.assets import examples
+    from crucible_assets.training.assets import sft_checkpoint
+
+    resources = resources_for(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("datasets", ["gsm8k"])
+        assert dg.materialize([examples], partition_key="gsm8k", instance=instance, resources=resources).success
+        settings = {"hyperparameters": {"max_steps": 4, "checkpoint_every": 2, "eval_every": 0}, "dataset_limit": 16}
+
+        def train(extra: dict) -> tuple[dict, int]:
+            config = {"ops": {"training__sft_checkpoint": {"config": {**settings, **extra}}}}
+            result = dg.materialize([sft_checkpoint], instance=instance, resources=resources, run_config=config,
+                                    selection=[sft_checkpoint])
+            assert result.success
+            metadata = result.asset_materializations_for_node("training__sft_checkpoint")[0].metadata
+            return latest_run(resources["lake"].lake()), metadata["resumed_from_step"].value
+
+        first, started_at = train({})
+        first_sha = artifact_sha256(first["checkpoint_uri"])
+        resumed, resumed_at = train({"resume_run_id": first["run_id"]})
+    assert started_at == 0 and resumed_at == 2
+    assert resumed["run_id"] == first["run_id"] and resumed["steps"] == 4
+    assert artifact_sha256(resumed["checkpoint_uri"]) == first_sha
