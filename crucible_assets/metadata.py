@@ -5,11 +5,12 @@ import dagster as dg
 from crucible.quarantine import StoredTable
 
 
-def table_metadata(stored: StoredTable, prefix: str = "") -> dict[str, dg.MetadataValue]:
+def table_metadata(stored: StoredTable) -> dict[str, dg.MetadataValue]:
+    """Row counts (accepted, in, quarantined) and the Delta version a write produced."""
     return {
-        f"{prefix}table": dg.MetadataValue.text(stored.table),
-        f"{prefix}dagster/row_count": dg.MetadataValue.int(stored.accepted),
-        f"{prefix}rows_in": dg.MetadataValue.int(stored.rows_in),
-        f"{prefix}quarantined": dg.MetadataValue.int(stored.quarantined),
-        f"{prefix}delta_version": dg.MetadataValue.int(stored.version),
+        "table": dg.MetadataValue.text(stored.table),
+        "dagster/row_count": dg.MetadataValue.int(stored.accepted),
+        "rows_in": dg.MetadataValue.int(stored.rows_in),
+        "quarantined": dg.MetadataValue.int(stored.quarantined),
+        "delta_version": dg.MetadataValue.int(stored.version),
     }
