@@ -104,9 +104,6 @@ class DeltaLake:
     def version(self, spec: TableSpec) -> int:
         return self._table(spec).version() if self.exists(spec) else -1
 
-    def history(self, spec: TableSpec) -> list[dict[str, Any]]:
-        return self._table(spec).history()
-
     # -- writes ------------------------------------------------------------------------------
 
     def _to_arrow(self, spec: TableSpec, frame: pd.DataFrame) -> pa.Table:
@@ -168,21 +165,6 @@ class DeltaLake:
              .when_matched_update_all().when_not_matched_insert_all().execute())
 
         self._with_retries(merge, f"merge into {spec.path}")
-        return WriteResult(spec.path, self.version(spec), data.num_rows)
-
-    def insert_new(self, spec: TableSpec, frame: pd.DataFrame) -> WriteResult:
-        """Append-only tables (audit logs): insert rows whose key is not stored yet, never update."""
-        self.ensure(spec)
-        data = self._to_arrow(spec, frame.drop_duplicates(list(spec.keys)))
-        if data.num_rows == 0:
-            return WriteResult(spec.path, self.version(spec), 0)
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
-
-        def merge() -> None:
-            (self._table(spec).merge(data, predicate, source_alias="s", target_alias="t")
-             .when_not_matched_insert_all().execute())
-
-        self._with_retries(merge, f"insert into {spec.path}")
         return WriteResult(spec.path, self.version(spec), data.num_rows)
 
     # -- reads -------------------------------------------------------------------------------
