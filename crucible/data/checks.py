@@ -9,7 +9,7 @@ import re
 
 import pandas as pd
 
-from crucible.evaluate.code_exec import DEFAULT_TIMEOUT_S, humaneval_program, run_programs
+from crucible.sandbox import Sandbox, check_humaneval_many
 
 # A plain decimal number, as GSM8K answer extraction (crucible.data.metrics) can match it.
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
@@ -83,27 +83,23 @@ def mmlu_targets_in_range(frame: pd.DataFrame) -> ExampleCheckResult:
                    targets.map(lambda t: f"target {t!r} is not a choice index 0-3"))
 
 
-def humaneval_solutions_pass(frame: pd.DataFrame, timeout: float = DEFAULT_TIMEOUT_S,
-                             workers: int = 2) -> ExampleCheckResult:
+def humaneval_solutions_pass(frame: pd.DataFrame, timeout: float = 10.0, workers: int = 2,
+                             sandbox: Sandbox | None = None) -> ExampleCheckResult:
     """Each HumanEval canonical solution (``input`` prompt + ``target``) passes its own ``test``
-    (from ``metadata``), run in a separate limited subprocess; a failure's reason is the last line of its
-    stderr (the exception)."""
-    programs, unreadable = {}, {}
+    (from ``metadata``), run in the code sandbox (default ``Sandbox(timeout_s=timeout)``); a failure's
+    reason is the sandbox's ("exit code 1: AssertionError", "timed out after 10 s")."""
+    checks, keys, reasons = [], [], {}
     columns = ("split", "example_id", "input", "target", "metadata")
     for split, example_id, prompt, solution, metadata in frame[list(columns)].itertuples(index=False):
         fields = json.loads(metadata)
         if not fields.get("test") or not fields.get("entry_point"):
-            unreadable[split, example_id] = "metadata lacks 'test' or 'entry_point'"
+            reasons[split, example_id] = "metadata lacks 'test' or 'entry_point'"
             continue
-        programs[split, example_id] = humaneval_program(prompt, solution, fields["test"], fields["entry_point"])
-    results = run_programs(programs, timeout=timeout, workers=workers)
-    reasons = dict(unreadable)
-    for key, result in results.items():
-        if result.status == "timed_out":
-            reasons[key] = f"timed_out after {timeout:g} s"
-        elif not result.passed:
-            last_line = result.stderr_tail.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
-            reasons[key] = f"failed: {last_line[0]}"
+        problem = {"task_id": example_id, "prompt": prompt, "test": fields["test"], "entry_point": fields["entry_point"]}
+        checks.append((problem, solution))
+        keys.append((split, example_id))
+    results = check_humaneval_many(checks, sandbox=sandbox or Sandbox(timeout_s=timeout), workers=workers)
+    reasons.update((key, result.reason) for key, result in zip(keys, results, strict=True) if not result.passed)
     failures = tuple(ExampleFailure(split, example_id, reason)
                      for (split, example_id), reason in sorted(reasons.items()))
     return ExampleCheckResult("humaneval_solutions_pass", len(frame), failures)

@@ -1,4 +1,4 @@
-"""Examples-table checks on hand-made frames and the shipped benchmarks, and the subprocess code runner."""
+"""Examples-table checks on hand-made frames and the shipped benchmarks."""
 
 import json
 
@@ -7,7 +7,6 @@ import pytest
 
 from crucible.data import checks
 from crucible.data.loaders import load_benchmark
-from crucible.evaluate.code_exec import run_python
 
 
 def frame(targets, ids=None, splits=None, dataset="toy") -> pd.DataFrame:
@@ -68,23 +67,10 @@ def test_broken_and_looping_humaneval_solutions_fail(humaneval):
     result = checks.humaneval_solutions_pass(rows, timeout=1.0)
     reasons = {failure.example_id: failure.reason for failure in result.failures}
     assert set(reasons) == {"HumanEval/0", "HumanEval/1"}
-    assert reasons["HumanEval/0"].startswith("failed: AssertionError")
-    assert reasons["HumanEval/1"].startswith("timed_out")
+    assert reasons["HumanEval/0"].startswith("exit code 1: AssertionError")
+    assert reasons["HumanEval/1"] == "timed out after 1 s"
 
 
 def test_humaneval_row_without_tests_fails_without_running():
     rows = frame(["    return 1\n"], ids=["HumanEval/x"]).assign(metadata=json.dumps({"entry_point": "f"}))
     assert checks.humaneval_solutions_pass(rows).failures[0].reason == "metadata lacks 'test' or 'entry_point'"
-
-
-def test_run_python_isolation_and_limits():
-    probe = run_python("import os, sys\n"
-                       "assert sys.flags.isolated and sys.stdin.read() == ''\n"
-                       "assert set(os.environ) <= {'PATH', 'HOME', 'TMPDIR', 'LANG', 'PYTHONDONTWRITEBYTECODE'}\n"
-                       "assert sorted(os.listdir('.')) == ['program.py', 'stderr.txt', 'stdout.txt']\n"
-                       "import crucible\n")
-    assert probe.status == "failed" and "No module named 'crucible'" in probe.stderr_tail
-    memory = run_python("block = bytearray(4 << 30)\n")
-    assert memory.status == "failed" and "MemoryError" in memory.stderr_tail
-    loop = run_python("while True:\n    pass\n", timeout=0.5)
-    assert loop.status == "timed_out" and loop.seconds < 5
