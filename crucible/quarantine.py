@@ -1,7 +1,10 @@
 """Split rows into those that pass a table's schema and those that go to quarantine, with the reason.
 
-Nothing is dropped: ``rows in == accepted + quarantined`` always holds, and quarantined rows are
-stored in ``quarantine/rows`` keyed by (table, source, row hash), so a re-run does not repeat them.
+Nothing is dropped: ``rows in == accepted + quarantined`` always holds, identical bad rows included
+(a row's hash covers its record and its occurrence number within its source). Quarantined rows are
+stored in ``quarantine/rows`` keyed by (table, source, row hash), and each carries an ``origin``: the
+scope one write owns (``datasets/examples[dataset=gsm8k]``). A write with an origin replaces the
+quarantine rows of that (table, origin), so re-ingesting a fixed file leaves no stale rows.
 """
 
 from __future__ import annotations
@@ -10,14 +13,14 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 import pandera.pandas as pa
 
 from crucible.lake import DeltaLake, WriteResult
-from schemas import QUARANTINE, TableSpec
+from schemas import ALL_TABLES, QUARANTINE, TableSpec
 
 _MAX_PASSES = 4
 
@@ -37,19 +40,68 @@ def _json_record(record: dict) -> str:
     return json.dumps(record, sort_keys=True, default=str)
 
 
-def row_hash(record: dict) -> str:
-    return hashlib.sha256(_json_record(record).encode()).hexdigest()
+def row_hash(record: dict, occurrence: int = 0) -> str:
+    """Hash of a record and its occurrence number among identical records of one source.
+
+    The first occurrence hashes the record alone (as before occurrence numbers existed), so rows
+    quarantined by older code keep their key.
+    """
+    text = _json_record(record) + (f"\n#{occurrence}" if occurrence else "")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def quarantine_rows(table: str, records: Iterable[tuple[dict, str, str]], day: dt.date | None = None) -> pd.DataFrame:
-    """Quarantine frame from ``(record, source, reason)`` triples."""
+def _slice_value(value: object) -> str:
+    if isinstance(value, list | tuple | set):
+        return "|".join(sorted(_slice_value(v) for v in value))
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def quarantine_origin(table: TableSpec | str, where: Mapping[str, object]) -> str:
+    """The origin (scope) of a write replacing ``where`` in ``table``: ``datasets/examples[dataset=gsm8k]``."""
+    path = table.path if isinstance(table, TableSpec) else table
+    return f"{path}[{', '.join(f'{k}={_slice_value(v)}' for k, v in sorted(where.items()))}]"
+
+
+def source_origin(table: str, source: str) -> str:
+    """The origin of rows merged without a scope: their own table and source."""
+    return f"{table}[source={source}]"
+
+
+def legacy_origin(table: str, source: str, record: str) -> str:
+    """The origin of a row quarantined before origins existed (schema version 1), from what it holds.
+
+    A row whose record carries its table's partition value gets the origin a write replacing that
+    partition uses; any other row gets its source's origin.
+    """
+    spec = next((s for s in ALL_TABLES if s.path == table), None)
+    try:
+        values = json.loads(record)
+    except ValueError:
+        values = None
+    if spec is not None and spec.partition_by and isinstance(values, dict) and values.get(spec.partition_by):
+        return quarantine_origin(table, {spec.partition_by: values[spec.partition_by]})
+    return source_origin(table, source)
+
+
+def quarantine_rows(table: str, records: Iterable[tuple[dict, str, str]], day: dt.date | None = None,
+                    origin: str | None = None) -> pd.DataFrame:
+    """Quarantine frame from ``(record, source, reason)`` triples: one row per triple, duplicates included.
+
+    ``origin`` defaults to each row's source origin; :func:`store_quarantined` sets it when it
+    replaces a scope.
+    """
     now = pd.Timestamp.now(tz="UTC")
     day = day or now.date()
-    rows = [{"table": table, "source": source, "row_hash": row_hash(record), "reason": reason,
-             "record": _json_record(record), "day": day, "quarantined_at": now}
-            for record, source, reason in records]
-    frame = pd.DataFrame(rows, columns=QUARANTINE.columns)
-    return frame.drop_duplicates(["table", "source", "row_hash"])
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    rows = []
+    for record, source, reason in records:
+        text = _json_record(record)
+        occurrence = seen[(source, text)]
+        seen[(source, text)] += 1
+        rows.append({"table": table, "source": source, "row_hash": row_hash(record, occurrence), "reason": reason,
+                     "record": text, "day": day, "quarantined_at": now,
+                     "origin": origin or source_origin(table, source)})
+    return pd.DataFrame(rows, columns=QUARANTINE.columns)
 
 
 def _describe(failures: pd.DataFrame) -> str:
@@ -115,11 +167,25 @@ def validate_rows(frame: pd.DataFrame, spec: TableSpec, source: str | pd.Series,
     return Validated(accepted=accepted.reset_index(drop=True), quarantined=quarantined)
 
 
-def store_quarantined(lake: DeltaLake, quarantined: pd.DataFrame) -> WriteResult | None:
-    """Merge quarantined rows into ``quarantine/rows``; re-quarantining the same row is a no-op."""
-    if quarantined.empty:
+def store_quarantined(lake: DeltaLake, quarantined: pd.DataFrame, origin: str | None = None,
+                      table: str | None = None) -> WriteResult | None:
+    """Store quarantined rows in ``quarantine/rows``.
+
+    Without ``origin`` the rows are merged on their key (re-quarantining a row is a no-op, and
+    nothing is ever removed). With ``origin`` they replace every row of that (table, origin), so
+    rows the source no longer produces disappear; an empty frame then clears the scope. ``table``
+    names the table when the frame is empty (otherwise it is read from the rows).
+    """
+    if origin is None:
+        return None if quarantined.empty else lake.upsert(QUARANTINE, quarantined)
+    tables = set(quarantined["table"]) | ({table} if table else set())
+    if len(tables) != 1:
+        raise ValueError(f"quarantine scope {origin!r}: rows must belong to one table, got {sorted(tables) or 'none'}"
+                         f" (pass table= for an empty frame)")
+    if quarantined.empty and not lake.exists(QUARANTINE):
         return None
-    return lake.upsert(QUARANTINE, quarantined)
+    scoped = quarantined.assign(origin=origin)
+    return lake.replace_where(QUARANTINE, scoped, {"table": tables.pop(), "origin": origin})
 
 
 @dataclass
@@ -135,14 +201,24 @@ class StoredTable:
 
 
 def store_validated(lake: DeltaLake, spec: TableSpec, frame: pd.DataFrame, source: str | pd.Series,
-                    replace_where: dict | None = None, day: dt.date | None = None) -> StoredTable:
+                    replace_where: dict | None = None, day: dt.date | None = None,
+                    origin: str | None = None) -> StoredTable:
     """Validate ``frame``, quarantine what fails, and write the rest idempotently.
 
     With ``replace_where`` the matching slice (a partition) is replaced; otherwise rows are merged on
-    the table's key.
+    the table's key. The quarantine rows are scoped by ``origin``, by default
+    ``quarantine_origin(spec, replace_where)`` for a slice write (and no scope, so a merge, for a keyed
+    write): the scope's old quarantine rows are replaced, so a fixed source leaves none behind.
+
+    Order, and why: the quarantine rows are written first, then the accepted rows. Both writes are
+    replace-by-scope (or keyed merges), so if the process dies between them a re-run rewrites both
+    exactly. Writing the accepted rows last means a version of the accepted table, the one
+    downstream readers and the asset's materialization see, never exists before its rejects are
+    recorded: rows in = accepted + quarantined holds for every accepted version once it is visible.
     """
     validated = validate_rows(frame, spec, source, day=day)
-    store_quarantined(lake, validated.quarantined)
+    scope = origin or (quarantine_origin(spec, replace_where) if replace_where is not None else None)
+    store_quarantined(lake, validated.quarantined, origin=scope, table=spec.path)
     if replace_where is not None:
         written = lake.replace_where(spec, validated.accepted, replace_where)
     else:

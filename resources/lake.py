@@ -8,18 +8,15 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from crucible.lake import DeltaLake
+from crucible.lake import DeltaLake, default_home, default_lake_root
 
-
-def default_home() -> str:
-    """``$CRUCIBLE_HOME``, else ``.crucible`` under the working directory."""
-    return str(Path(os.environ.get("CRUCIBLE_HOME", ".crucible")).resolve())
+__all__ = ["LakeResource", "default_home"]
 
 
 class LakeResource(dg.ConfigurableResource):
     """The Delta lake (tables) and the artifact store (checkpoints) of one Crucible deployment."""
 
-    root: str = Field(default_factory=lambda: os.environ.get("CRUCIBLE_LAKE_ROOT", f"{default_home()}/lake"),
+    root: str = Field(default_factory=default_lake_root,
                       description="Folder or URI (s3://, gs://, az://) under which every Delta table lives.")
     artifacts_root: str = Field(
         default_factory=lambda: os.environ.get("CRUCIBLE_ARTIFACTS_ROOT", f"{default_home()}/artifacts"),

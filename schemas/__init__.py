@@ -3,6 +3,7 @@
 from schemas.datasets import ExamplesSchema, SplitsSchema
 from schemas.evaluation import EvalResultsSchema, EvalSummariesSchema
 from schemas.feedback import InferenceEventsSchema
+from schemas.migrations import LakeMigrationsSchema
 from schemas.monitoring import BaselinesSchema, DriftReportsSchema
 from schemas.quarantine import QuarantineSchema
 from schemas.registry import LineageEdgesSchema, ModelVersionsSchema
@@ -14,6 +15,9 @@ SPLITS = TableSpec("datasets", "splits", SplitsSchema, ("dataset", "split_name",
                    "dataset")
 TRAINING_RUNS = TableSpec("training", "runs", TrainingRunsSchema, ("run_id",))
 TRAINING_METRICS = TableSpec("training", "metrics", TrainingMetricsSchema, ("run_id", "step", "name"))
+# Partitioned by benchmark only: a handful of fixed values, while model versions grow without bound
+# (one folder each would mean many small files); a (model_version, benchmark) slice is still replaced
+# by predicate inside its benchmark partition.
 EVAL_RESULTS = TableSpec("evaluation", "results", EvalResultsSchema,
                          ("model_version", "benchmark", "example_id", "sample"), "benchmark")
 EVAL_SUMMARIES = TableSpec("evaluation", "summaries", EvalSummariesSchema, ("model_version", "benchmark", "metric"))
@@ -22,7 +26,10 @@ LINEAGE_EDGES = TableSpec("registry", "lineage_edges", LineageEdgesSchema, ("sou
 INFERENCE_EVENTS = TableSpec("feedback", "inference_events", InferenceEventsSchema, ("event_id",), "day")
 BASELINES = TableSpec("monitoring", "baselines", BaselinesSchema, ("baseline_id",))
 DRIFT_REPORTS = TableSpec("monitoring", "drift_reports", DriftReportsSchema, ("day", "detector"), "day")
-QUARANTINE = TableSpec("quarantine", "rows", QuarantineSchema, ("table", "source", "row_hash"), "day")
+QUARANTINE = TableSpec("quarantine", "rows", QuarantineSchema, ("table", "source", "row_hash"), "day",
+                       schema_version=3)
+# The lake's own record of applied schema migrations (not a domain table, so not in ALL_TABLES).
+LAKE_MIGRATIONS = TableSpec("_crucible", "migrations", LakeMigrationsSchema, ("step_id",))
 
 ALL_TABLES: tuple[TableSpec, ...] = (
     EXAMPLES, SPLITS, TRAINING_RUNS, TRAINING_METRICS, EVAL_RESULTS, EVAL_SUMMARIES, MODEL_VERSIONS,

@@ -1,4 +1,10 @@
-"""Schema of the quarantine table: every row that failed validation, with why and where from."""
+"""Schema of the quarantine table: every row that failed validation, with why and where from.
+
+Version history (``QUARANTINE.schema_version``; steps in ``crucible/migrations.py``):
+1. the columns up to ``quarantined_at``;
+2. adds ``origin``, the scope a write replaces (``datasets/examples[dataset=gsm8k]``), nullable;
+3. back-fills ``origin`` of rows written before version 2.
+"""
 
 from typing import Annotated
 
@@ -18,6 +24,7 @@ class QuarantineSchema(pa.DataFrameModel):
     record: Series[str]
     day: Series[Date]
     quarantined_at: Series[UtcTimestamp]
+    origin: Series[str] = pa.Field(nullable=True)
 
     class Config:
         strict = True

@@ -27,13 +27,18 @@ _ARROW_TYPES = {
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A Delta table under ``<lake root>/<group>/<name>``."""
+    """A Delta table under ``<lake root>/<group>/<name>``.
+
+    ``schema_version`` is stored in the Delta table (property ``crucible.schema_version``); raise it
+    together with a step in ``crucible/migrations.py`` whenever the model changes.
+    """
 
     group: str
     name: str
     model: type[pa.DataFrameModel]
     keys: tuple[str, ...]
     partition_by: str | None = None
+    schema_version: int = 1
 
     @property
     def path(self) -> str:

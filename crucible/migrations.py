@@ -1,0 +1,125 @@
+"""Ordered schema-migration steps of the lake's tables, recorded in ``_crucible/migrations``, safe to re-run.
+
+Each table stores its schema version in the Delta property ``crucible.schema_version``; the code's
+is ``TableSpec.schema_version``. A step moves one table from version N to N+1. Additive steps (new
+nullable columns) also run by themselves on the next write; any other step waits for
+``crucible lake migrate``, and until then writes to that table refuse.
+
+Re-running is safe: a step is done in the order apply, record, bump the stored version, and every
+step is idempotent, so a step interrupted at any point runs again from the start and a step whose
+version was bumped is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from schemas import ALL_TABLES, LAKE_MIGRATIONS, QUARANTINE, TableSpec
+
+if TYPE_CHECKING:
+    from crucible.lake import DeltaLake
+
+
+@dataclass(frozen=True)
+class MigrationStep:
+    """One table's move from ``from_version`` to ``from_version + 1``."""
+
+    table: str
+    from_version: int
+    description: str
+    additive: bool
+    apply: Callable[[DeltaLake, TableSpec], None]
+
+    @property
+    def to_version(self) -> int:
+        return self.from_version + 1
+
+    @property
+    def step_id(self) -> str:
+        return f"{self.table}@{self.from_version}->{self.to_version}"
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step_id: str
+    table: str
+    description: str
+    status: str  # "applied", or "pending" under a dry run
+    table_version: int
+
+
+def add_new_columns(lake: DeltaLake, spec: TableSpec) -> None:
+    """Additive step: add the spec's new nullable columns to the stored schema (old rows read null)."""
+    lake.ensure(spec)
+
+
+def backfill_quarantine_origin(lake: DeltaLake, spec: TableSpec) -> None:
+    """quarantine/rows v2 -> v3: give rows from before v2 an origin, so a scoped write can replace them.
+
+    One merge on the key updates only rows whose origin is still null, so running it again changes
+    nothing.
+    """
+    from crucible.quarantine import legacy_origin
+
+    rows = lake.read(spec)
+    missing = rows.loc[rows["origin"].isna()].copy()
+    if missing.empty:
+        return
+    missing["origin"] = [legacy_origin(t, s, r) for t, s, r in
+                         zip(missing["table"], missing["source"], missing["record"], strict=True)]
+    lake.upsert(spec, missing)
+
+
+STEPS: tuple[MigrationStep, ...] = (
+    MigrationStep(QUARANTINE.path, 1, "add the nullable column origin (the scope a write replaces)",
+                  additive=True, apply=add_new_columns),
+    MigrationStep(QUARANTINE.path, 2, "back-fill origin of rows quarantined before version 2 from their "
+                  "table's partition value in the record, else their source", additive=False,
+                  apply=backfill_quarantine_origin),
+)
+
+
+def pending_steps(spec: TableSpec, stored_version: int) -> list[MigrationStep]:
+    """The steps that take ``spec``'s table from ``stored_version`` to the code's version, in order."""
+    steps = {step.from_version: step for step in STEPS if step.table == spec.path}
+    pending = []
+    for version in range(stored_version, spec.schema_version):
+        if version not in steps:
+            raise LookupError(f"table {spec.path}: no migration step from schema version {version} to "
+                              f"{version + 1} in crucible/migrations.py")
+        pending.append(steps[version])
+    return pending
+
+
+def run_step(lake: DeltaLake, spec: TableSpec, step: MigrationStep) -> StepOutcome:
+    """Apply one step, record it, then bump the stored schema version (see the module docstring)."""
+    before = lake.version(spec)
+    with lake.migrating(spec):
+        step.apply(lake, spec)
+    after = lake.version(spec)
+    lake.upsert(LAKE_MIGRATIONS, pd.DataFrame([{
+        "step_id": step.step_id, "table": step.table, "from_version": step.from_version,
+        "to_version": step.to_version, "description": step.description, "additive": step.additive,
+        "table_version_before": before, "table_version_after": after, "applied_at": pd.Timestamp.now(tz="UTC"),
+    }]))
+    lake.set_schema_version(spec, step.to_version)
+    return StepOutcome(step.step_id, step.table, step.description, "applied", lake.version(spec))
+
+
+def migrate(lake: DeltaLake, specs: Sequence[TableSpec] = ALL_TABLES, dry_run: bool = False) -> list[StepOutcome]:
+    """Run every pending step of every created table (tables not created yet start at the current version)."""
+    outcomes = []
+    for spec in specs:
+        stored = lake.stored_schema_version(spec)
+        if stored is None:
+            continue
+        for step in pending_steps(spec, stored):
+            if dry_run:
+                outcomes.append(StepOutcome(step.step_id, step.table, step.description, "pending", lake.version(spec)))
+            else:
+                outcomes.append(run_step(lake, spec, step))
+    return outcomes
