@@ -273,16 +273,19 @@ def test_norobots_validates_roles_and_content(tmp_path):
     assert {e.field for e in result.errors} == {"messages"}
 
 
-def test_unreadable_files_raise_a_clear_error(tmp_path):
+def test_a_dataset_with_nothing_readable_raises_a_clear_error(tmp_path):
     with pytest.raises(DatasetReadError, match="gsm8k: data folder .*missing does not exist"):
         load_gsm8k(tmp_path / "missing")
     (tmp_path / "HumanEval.jsonl.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(DatasetReadError, match="cannot read humaneval/HumanEval.jsonl.gz"):
+    with pytest.raises(DatasetReadError, match="humaneval: no data could be read: humaneval/HumanEval.jsonl.gz: "
+                                               "not a complete gzip file") as raised:
         load_humaneval(tmp_path)
-    write_lines(tmp_path / "data" / "dev" / "x_dev.csv", ["q,a,b,c,d,A"])
-    (tmp_path / "data" / "dev" / "x_dev.csv").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(DatasetReadError, match="cannot read mmlu/data/dev/x_dev.csv: not UTF-8"):
-        load_mmlu(tmp_path)
+    assert [error.file for error in raised.value.file_errors] == ["humaneval/HumanEval.jsonl.gz"]
+    (tmp_path / "data" / "dev").mkdir(parents=True)
+    (tmp_path / "data" / "dev" / "x_dev.csv").write_bytes(b"\xff\xfe\x00bad\n")
+    result = load_mmlu(tmp_path)
+    assert result.records == []
+    assert only_error(result).message.startswith("mmlu/data/dev/x_dev.csv line 1: is not valid UTF-8")
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
@@ -303,8 +306,8 @@ def test_generic_file_with_a_field_mapping(tmp_path, suffix):
         path, FieldMapping(input="q", target="a", id="uid", split=None), dataset="qa", split="eval"
     )
     assert [(r["example_id"], r["split"], r["target"], r["source"]) for r in result.records] == [
-        ("u1", "eval", "blue", f"qa.{suffix}:{2 if suffix == 'csv' else 1}"),
-        ("u2", "eval", "42", f"qa.{suffix}:{3 if suffix == 'csv' else 2}"),
+        ("u1", "eval", "blue", f"qa.{suffix}:" + {"csv": "2", "jsonl": "1", "parquet": "rg1:1"}[suffix]),
+        ("u2", "eval", "42", f"qa.{suffix}:" + {"csv": "3", "jsonl": "2", "parquet": "rg1:2"}[suffix]),
     ]
     assert json.loads(result.records[0]["metadata"]) == {"level": "easy"}
     assert only_error(result).problem == "is empty" and result.errors[0].field == "q"
@@ -368,3 +371,169 @@ def test_hf_hub_unreachable_suggests_a_local_path(monkeypatch):
         load_hf_dataset(
             "openai/gsm8k", FieldMapping(input="question", target="answer"), dataset="gsm8k", name="main"
         )
+
+
+# -- one record never sinks a load: each break a hostile tester found ---------------------------
+
+QA = FieldMapping(input="input", target="target")
+
+
+def qa_line(number, **extra):
+    return json.dumps({"input": f"question {number}", "target": str(number), **extra})
+
+
+def test_deep_nesting_costs_only_its_own_line(tmp_path):
+    path = write_lines(tmp_path / "qa.jsonl", [
+        qa_line(1),
+        '{"input": ' + "[" * 100_000 + "]" * 100_000 + ', "target": "t"}',  # the JSON decoder's RecursionError
+        '{"input": "q", "target": "t", "extra": ' + '{"a": ' * 150 + "1" + "}" * 150 + "}",
+        qa_line(4, extra=[[[["fine at four levels"]]]]),
+    ])
+    result = load_file(path, QA, dataset="qa")
+    assert [r["source"] for r in result.records] == ["qa.jsonl:1", "qa.jsonl:4"]
+    assert [e.message for e in result.errors] == [
+        "qa.jsonl line 2: invalid JSON: nested too deep to parse (rows may nest at most 100 levels)",
+        "qa.jsonl line 3: field 'extra.a.a' is nested more than 100 levels deep",
+    ]
+
+
+def test_a_lone_surrogate_anywhere_in_a_row_costs_only_that_row(tmp_path):
+    path = write_lines(tmp_path / "qa.jsonl", [
+        '{"input": "\\ud800", "target": "t"}',
+        '{"input": "q", "target": "t", "tags": ["ok", {"note": "x\\udfffy"}]}',
+        '{"input": "q", "target": "t", "k\\udc00": 1}',
+        '{"input": "a pair \\ud83d\\ude00 is fine", "target": "t"}',
+    ])
+    result = load_file(path, QA, dataset="qa")
+    assert [r["input"] for r in result.records] == ["a pair 😀 is fine"]
+    assert [(e.line, e.problem) for e in result.errors] == [
+        (1, "field 'input' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text"),
+        (2, "field 'tags[1].note' holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text"),
+        (3, "the row has a key with a lone surrogate ('k\\\\udc00'), which is not text"),
+    ]
+    import pyarrow as pa
+
+    pa.Table.from_pandas(result.to_frame())  # what failed before: Arrow cannot encode a lone surrogate
+    assert all(error.raw.encode("utf-8") for error in result.errors)  # quarantinable as text
+
+
+def test_an_undecodable_csv_line_is_one_bad_row_with_its_line(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_bytes(b"\xef\xbb\xbfinput,target\nfirst,1\nbad \xff byte,2\n\"spans\nline \xfe four\",3\nlast,4\n")
+    result = load_file(path, QA, dataset="qa")
+    assert [(r["input"], r["source"]) for r in result.records] == [("first", "qa.csv:2"), ("last", "qa.csv:6")]
+    assert [e.message for e in result.errors] == [
+        "qa.csv line 3: is not valid UTF-8 (invalid start byte at byte 5)",
+        "qa.csv line 4: its line 5 is not valid UTF-8 (invalid start byte at byte 6)",
+    ]
+    assert result.errors[0].raw == "bad \\xff byte,2\n"
+    path.write_bytes(b"inp\xffut,target\nfirst,1\n")
+    with pytest.raises(DatasetReadError, match=r"qa.csv: the header row \(line 1\) cannot be read: is not valid UTF-8"):
+        load_file(path, QA, dataset="qa")
+
+
+def test_an_unreadable_file_is_reported_and_the_other_files_load(tmp_path):
+    write_lines(tmp_path / "train.jsonl", [json.dumps({"question": "1 + 1?", "answer": "It is 2.\n#### 2"})])
+    whole = gzip.compress(b"\n".join(json.dumps({"question": "q", "answer": "#### 1"}).encode() for _ in range(50)))
+    (tmp_path / "test.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "dev.parquet").write_bytes(b"PAR1 this is not parquet")
+    (tmp_path / "val.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    (tmp_path / "folder.jsonl").mkdir()  # a folder named like a data file is not a file of the dataset
+    result = load_gsm8k(tmp_path)
+    assert [r["source"] for r in result.records] == ["gsm8k/train.jsonl:1"] and result.errors == []
+    problems = {error.file: error.problem for error in result.file_errors}
+    assert set(problems) == {"gsm8k/test.jsonl.gz", "gsm8k/extra/dev.parquet", "gsm8k/val.jsonl"}
+    assert problems["gsm8k/test.jsonl.gz"].startswith("not a complete gzip file (truncated or corrupt")
+    assert problems["gsm8k/extra/dev.parquet"].startswith("not a readable Parquet file")
+    assert "No such file or directory" in problems["gsm8k/val.jsonl"]
+    assert result.rows_in == 4
+    assert [source for _, source, _ in result.quarantine_records()] == list(problems)
+    with pytest.raises(DatasetReadError, match="is a folder, not a data file"):
+        load_file(tmp_path / "folder.jsonl", QA, dataset="qa")
+
+
+def parquet_with_row_groups(path, rows, group_size):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=group_size)
+    return pq.ParquetFile(path).metadata
+
+
+def test_a_corrupt_parquet_row_group_is_one_error_and_the_other_groups_load(tmp_path):
+    path = tmp_path / "qa.parquet"
+    metadata = parquet_with_row_groups(path, [{"input": f"q{n}", "target": str(n)} for n in range(9)], 3)
+    column = metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start:start + column.total_compressed_size] = b"\xff" * column.total_compressed_size
+    path.write_bytes(bytes(data))
+    result = load_file(path, QA, dataset="qa")
+    assert [(r["source"], r["example_id"]) for r in result.records] == [
+        ("qa.parquet:rg1:1", "train-000001"), ("qa.parquet:rg1:2", "train-000002"),
+        ("qa.parquet:rg1:3", "train-000003"), ("qa.parquet:rg3:1", "train-000007"),
+        ("qa.parquet:rg3:2", "train-000008"), ("qa.parquet:rg3:3", "train-000009"),
+    ]
+    error = result.file_errors[0]
+    assert len(result.file_errors) == 1 and error.row_group == 2 and error.source == "qa.parquet:rg2"
+    assert error.message.startswith("qa.parquet row group 2: cannot be read, so its 3 rows are not loaded (")
+    (tmp_path / "bad.parquet").write_text("input,target\nnot,parquet\n")
+    with pytest.raises(DatasetReadError, match="qa: no data could be read: bad.parquet: not a readable Parquet file"):
+        load_file(tmp_path / "bad.parquet", QA, dataset="qa")
+
+
+def test_parquet_bad_rows_name_their_row_group_and_row(tmp_path):
+    path = tmp_path / "qa.parquet"
+    parquet_with_row_groups(path, [{"input": "q1", "target": "1"}, {"input": "q2", "target": "2"},
+                                   {"input": "q3", "target": "3"}, {"input": "", "target": "4"}], 2)
+    error = only_error(load_file(path, QA, dataset="qa"))
+    assert (error.message, error.source) == ("qa.parquet row group 2 row 2: field 'input' is empty", "qa.parquet:rg2:2")
+
+
+def test_binary_parquet_columns_are_text_when_mapped_and_base64_in_metadata(tmp_path):
+    import base64
+
+    from crucible.data.loaders import BINARY_MARKER
+
+    path = tmp_path / "qa.parquet"
+    parquet_with_row_groups(path, [
+        {"input": "é?".encode(), "target": b"yes", "blob": b"\x00\xff\x10"},
+        {"input": b"\xff\xfe", "target": b"no", "blob": b""},
+    ], 10)
+    result = load_file(path, QA, dataset="qa")
+    record = result.records[0]
+    assert (record["input"], record["target"]) == ("é?", "yes")
+    blob = json.loads(record["metadata"])["blob"]
+    assert blob == {BINARY_MARKER: base64.b64encode(b"\x00\xff\x10").decode()}
+    assert "b'" not in record["metadata"]  # not the Python repr of the bytes
+    error = only_error(result)
+    assert (error.field, error.problem.split(";")[0]) == ("input", "is binary data (2 bytes) that is not UTF-8 text")
+    assert json.loads(error.raw)["input"] == {BINARY_MARKER: "//4="}
+
+
+def test_other_unparseable_values_cost_only_their_line(tmp_path):
+    path = write_lines(tmp_path / "qa.jsonl", [
+        '{"input": "q", "target": "t", "n": ' + "9" * 5000 + "}",
+        "[1, 2]",
+        qa_line(3),
+    ])
+    path.write_bytes(path.read_bytes() + b'{"input": "caf\xc3"}\n')
+    result = load_file(path, QA, dataset="qa")
+    assert [r["source"] for r in result.records] == ["qa.jsonl:3"]
+    assert [(e.line, e.problem.split(" (")[0]) for e in result.errors] == [
+        (1, "invalid JSON"), (2, "expected a JSON object, got list"), (4, "is not valid UTF-8")]
+
+
+def test_a_parquet_value_python_cannot_hold_costs_only_its_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    when = pa.array([0, 253_402_300_800 * 10, 60], pa.timestamp("s"))  # the middle one is past year 9999
+    pq.write_table(pa.table({"input": ["a", "b", "c"], "target": ["1", "2", "3"], "when": when}),
+                   tmp_path / "qa.parquet")
+    result = load_file(tmp_path / "qa.parquet", QA, dataset="qa")
+    assert [r["input"] for r in result.records] == ["a", "c"]
+    error = only_error(result)
+    assert error.message.startswith("qa.parquet row group 1 row 2: has a value Python cannot hold (")
+    assert 'input: [["b"]]' in error.raw and "<value out of range" in error.raw

@@ -1,6 +1,14 @@
 """Dataset loaders: benchmarks and user files in, examples-table records (and the rows that failed) out."""
 
-from crucible.data.loaders.base import EXAMPLE_COLUMNS, DatasetReadError, LoadError, LoadResult
+from crucible.data.loaders.base import (
+    BINARY_MARKER,
+    EXAMPLE_COLUMNS,
+    MAX_NESTING,
+    DatasetReadError,
+    FileError,
+    LoadError,
+    LoadResult,
+)
 from crucible.data.loaders.generic import FieldMapping, HubUnreachableError, load_file, load_hf_dataset
 from crucible.data.loaders.gsm8k import load_gsm8k
 from crucible.data.loaders.humaneval import load_humaneval
@@ -9,11 +17,14 @@ from crucible.data.loaders.norobots import load_norobots
 from crucible.data.loaders.registry import BUILTIN_DATASETS, Benchmark, load_benchmark
 
 __all__ = [
+    "BINARY_MARKER",
     "BUILTIN_DATASETS",
     "EXAMPLE_COLUMNS",
+    "MAX_NESTING",
     "Benchmark",
     "DatasetReadError",
     "FieldMapping",
+    "FileError",
     "HubUnreachableError",
     "LoadError",
     "LoadResult",

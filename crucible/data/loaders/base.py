@@ -1,16 +1,24 @@
 """What every loader shares: the result types, readers that turn JSONL/JSON/CSV/Parquet files into
-raw rows, and the collector that turns raw rows into examples-table records while keeping bad rows."""
+raw rows, and the collector that turns raw rows into examples-table records while keeping bad rows.
+
+No single record can sink a load: a row that cannot be parsed or stored (invalid JSON or UTF-8, nested
+deeper than ``MAX_NESTING``, a lone surrogate in any string) becomes a LoadError naming its file and
+line, and a file (or Parquet row group) that cannot be read at all becomes a FileError while the other
+files still load. Binary values (Parquet ``binary`` columns) are text when a mapped text field holds
+valid UTF-8, a problem when it does not, and ``{"$base64": "<base64>"}`` anywhere in ``metadata``.
+"""
 
 from __future__ import annotations
 
+import base64
+import codecs
 import csv
 import dataclasses
 import gzip
-import io
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,23 +27,72 @@ EXAMPLE_COLUMNS = ("dataset", "split", "example_id", "input", "target", "message
 
 CHAT_ROLES = ("system", "user", "assistant")
 
+# The deepest nesting of objects and arrays a row may have: real data stays far below it, and the
+# JSON encoder of the metadata column must not run into Python's recursion limit.
+MAX_NESTING = 100
+
+# The key of the object that stands for binary data in ``metadata`` (and in quarantined raw rows).
+BINARY_MARKER = "$base64"
+
 # Common split names first, in the order people read them; others follow alphabetically.
 _SPLIT_ORDER = ("train", "dev", "val", "validation", "test")
 
 _DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 _SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$")
+# A lone surrogate parses from JSON ("\ud800") but cannot be encoded as UTF-8, so Arrow cannot store it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileError:
+    """A file that could not be read at all, or (with ``row_group``) one unreadable Parquet row group.
+
+    ``row_group`` is 1-based (pyarrow's ``read_row_group(row_group - 1)``).
+    """
+
+    file: str
+    problem: str
+    row_group: int | None = None
+
+    @property
+    def source(self) -> str:
+        """The file (and row group), in the format of the examples table's ``source`` column."""
+        return self.file if self.row_group is None else f"{self.file}:rg{self.row_group}"
+
+    @property
+    def message(self) -> str:
+        where = self.file if self.row_group is None else f"{self.file} row group {self.row_group}"
+        return f"{where}: {self.problem}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class DatasetReadError(OSError):
-    """A data file or folder that cannot be read at all (as opposed to one bad row in it)."""
+    """A data file or folder that cannot be read at all (as opposed to one bad row in it).
+
+    ``file_errors`` lists the files that failed when a whole load had nothing it could read.
+    """
+
+    def __init__(self, message: str, file_errors: Sequence[FileError] = ()):
+        super().__init__(message)
+        self.file_errors = list(file_errors)
+
+
+class FileReadError(DatasetReadError):
+    """Raised by a reader: ``file`` cannot be read because of ``problem``."""
+
+    def __init__(self, file: str, problem: str):
+        super().__init__(f"cannot read {file}: {problem}")
+        self.file, self.problem = file, problem
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadError:
     """One input row that could not be loaded; ``raw`` is its text, so it can be quarantined.
 
-    ``line`` is the 1-based line where the row starts; Parquet files and Hugging Face datasets
-    have no lines, so there it is the 1-based row number.
+    ``line`` is the 1-based line where the row starts; Hugging Face datasets have no lines, so there
+    it is the 1-based row number, and in a Parquet file it is the 1-based row within ``row_group``.
     """
 
     file: str
@@ -43,31 +100,56 @@ class LoadError:
     field: str | None
     problem: str
     raw: str
+    row_group: int | None = None
 
     @property
     def source(self) -> str:
         """Where the row came from, in the format of the examples table's ``source`` column."""
-        return f"{self.file}:{self.line}"
+        return row_source(self.file, self.line, self.row_group)
 
     @property
     def message(self) -> str:
         what = f"field '{self.field}' {self.problem}" if self.field else self.problem
-        return f"{self.file} line {self.line}: {what}"
+        where = f"line {self.line}" if self.row_group is None else f"row group {self.row_group} row {self.line}"
+        return f"{self.file} {where}: {what}"
 
     def __str__(self) -> str:
         return self.message
 
 
+def row_source(file: str, line: int, row_group: int | None = None) -> str:
+    """``<file>:<line>``, or ``<file>:rg<row group>:<row>`` for a Parquet row (both 1-based)."""
+    return f"{file}:{line}" if row_group is None else f"{file}:rg{row_group}:{line}"
+
+
 @dataclasses.dataclass
 class LoadResult:
-    """Records in ExamplesSchema columns (``messages`` and ``metadata`` as JSON text) and bad rows."""
+    """Records in ExamplesSchema columns (``messages`` and ``metadata`` as JSON text), bad rows, and
+    the files (or Parquet row groups) that could not be read at all.
+
+    Every input row ends up in exactly one of ``records`` and ``errors``; an unreadable file counts
+    as one row of ``file_errors``, so ``rows_in == len(records) + len(errors) + len(file_errors)``.
+    """
 
     records: list[dict[str, str]] = dataclasses.field(default_factory=list)
     errors: list[LoadError] = dataclasses.field(default_factory=list)
+    file_errors: list[FileError] = dataclasses.field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.records) + len(self.errors) + len(self.file_errors)
 
     def extend(self, other: LoadResult) -> None:
         self.records.extend(other.records)
         self.errors.extend(other.errors)
+        self.file_errors.extend(other.file_errors)
+
+    def quarantine_records(self) -> Iterator[tuple[dict[str, Any], str, str]]:
+        """``(record, source, reason)`` for every bad row and unreadable file, as quarantine rows take them."""
+        for error in self.errors:
+            yield {"raw": error.raw, "field": error.field}, error.source, error.message
+        for error in self.file_errors:
+            yield {"file": error.file, "problem": error.problem}, error.source, error.message
 
     def to_frame(self):
         """The records as a pandas DataFrame with exactly the examples-table columns."""
@@ -88,8 +170,9 @@ class RecordProblem(ValueError):
 class RawRow(NamedTuple):
     """One row as read from a file, before normalization.
 
-    ``line`` is where it starts (1-based), ``index`` its 1-based position among the file's rows,
-    ``value`` the parsed object (None when ``problem`` says why it could not be parsed).
+    ``line`` is where it starts (1-based; in Parquet the row within ``row_group``), ``index`` its
+    1-based position among the file's rows, ``value`` the parsed object (None when ``problem`` says
+    why it could not be parsed).
     """
 
     line: int
@@ -97,6 +180,7 @@ class RawRow(NamedTuple):
     raw: str
     value: Any
     problem: str | None = None
+    row_group: int | None = None
 
 
 class Example(NamedTuple):
@@ -112,13 +196,100 @@ class Example(NamedTuple):
 Normalizer = Callable[[RawRow, str], Example]
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udxxx`` escapes, so it can go into a message and a table."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(text) else text
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (pyarrow's span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def value_problem(value: Any) -> str | None:
+    """Why a parsed row cannot be stored, or None: nested deeper than MAX_NESTING, or a lone surrogate
+    in any string or key. Walks the value with its own stack, so no depth can exhaust Python's."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        where = f"field '{path}'" if path else "the row"
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                return f"{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+            continue
+        if isinstance(node, Mapping):
+            children = node.items()
+        elif isinstance(node, list | tuple):
+            children = enumerate(node)
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            return f"{where} is nested more than {MAX_NESTING} levels deep"
+        for key, child in children:
+            if isinstance(key, str) and _SURROGATE.search(key):
+                return f"{where} has a key with a lone surrogate ({printable(key)!r}), which is not text"
+            if depth >= 3:  # deeper paths name where a value starts, not all the way down
+                stack.append((child, depth + 1, path))
+            elif isinstance(key, int):
+                stack.append((child, depth + 1, f"{path}[{key}]" if path else f"[{key}]"))
+            else:
+                stack.append((child, depth + 1, f"{path}.{key}" if path else str(key)))
+    return None
+
+
+def raw_json(value: Any) -> str:
+    """A parsed row as JSON text for quarantine (bytes as base64, lone surrogates escaped)."""
+    try:
+        return printable(json.dumps(value, ensure_ascii=False, default=json_default))
+    except RecursionError:
+        return f"({type(value).__name__} nested too deep to write out)"
+    except (TypeError, ValueError) as exc:
+        return f"({type(value).__name__} that cannot be written as JSON: {exc})"
+
+
+def json_default(value: Any) -> Any:
+    """JSON for what ``json`` cannot write: bytes as ``{"$base64": ...}``, anything else as its text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {BINARY_MARKER: base64.b64encode(bytes(value)).decode("ascii")}
+    return str(value)
+
+
+def binary_text(value: bytes, field: str) -> str:
+    """A binary value of a text field as text: it must be valid UTF-8."""
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecordProblem(field, f"is binary data ({len(value)} bytes) that is not UTF-8 text; store it as a "
+                                   "string column, or leave it unmapped to keep it in metadata as base64") from None
+
+
 def read_file_bytes(path: Path, label: str) -> bytes:
-    """The file's bytes, gunzipped for ``*.gz``; a clear error naming the file if that fails."""
+    """The file's bytes, gunzipped for ``*.gz``; a FileReadError naming the file if that fails."""
     try:
         data = path.read_bytes()
-        return gzip.decompress(data) if path.name.endswith(".gz") else data
+    except IsADirectoryError:
+        raise FileReadError(label, f"{path} is a folder, not a data file") from None
+    except OSError as exc:
+        raise FileReadError(label, f"{path}: {exc.strerror or exc}") from exc
+    if not path.name.lower().endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetReadError(f"cannot read {label} ({path}): {exc}") from exc
+        raise FileReadError(label, f"not a complete gzip file (truncated or corrupt: {exc})") from exc
+
+
+def parse_json_text(text: str) -> tuple[Any, str | None]:
+    """``(value, None)`` for JSON text whose value can be stored, else ``(None, problem)``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, f"invalid JSON: nested too deep to parse (rows may nest at most {MAX_NESTING} levels)"
+    except ValueError as exc:  # e.g. an integer longer than Python's int conversion limit
+        return None, f"invalid JSON ({exc})"
+    return value, value_problem(value)
 
 
 def iter_json_lines(path: Path, label: str) -> Iterator[RawRow]:
@@ -131,17 +302,13 @@ def iter_json_lines(path: Path, label: str) -> Iterator[RawRow]:
         try:
             text = line.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError as exc:
-            yield RawRow(number, index, line.decode("utf-8", "replace"), None, f"is not valid UTF-8 ({exc.reason})")
+            yield RawRow(number, index, line.decode("utf-8", "backslashreplace"), None,
+                         f"is not valid UTF-8 ({exc.reason} at byte {exc.start + 1})")
             continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield RawRow(number, index, text, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(value, dict):
-            yield RawRow(number, index, text, None, f"expected a JSON object, got {type(value).__name__}")
-            continue
-        yield RawRow(number, index, text, value)
+        value, problem = parse_json_text(text)
+        if problem is None and not isinstance(value, dict):
+            problem = f"expected a JSON object, got {type(value).__name__}"
+        yield RawRow(number, index, text, None if problem else value, problem)
 
 
 def iter_json_file(path: Path, label: str) -> Iterator[RawRow]:
@@ -152,33 +319,40 @@ def iter_json_file(path: Path, label: str) -> Iterator[RawRow]:
         return
     try:
         items = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetReadError(f"cannot read {label}: not a valid JSON array ({exc})") from exc
+    except RecursionError:
+        raise FileReadError(label, f"not a readable JSON array (nested more than {MAX_NESTING} levels deep)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FileReadError(label, f"not a valid JSON array ({exc})") from exc
     for index, item in enumerate(items, start=1):
-        raw = json.dumps(item, ensure_ascii=False)
-        if isinstance(item, dict):
-            yield RawRow(index, index, raw, item)
-        else:
-            yield RawRow(index, index, raw, None, f"expected a JSON object, got {type(item).__name__}")
+        problem = value_problem(item)
+        if problem is None and not isinstance(item, dict):
+            problem = f"expected a JSON object, got {type(item).__name__}"
+        yield RawRow(index, index, raw_json(item), None if problem else item, problem)
 
 
 def iter_csv_rows(path: Path, label: str, *, header: bool) -> Iterator[RawRow]:
     """CSV rows as lists of strings, or as dicts keyed by the header row when ``header`` is true.
 
     Quoted fields may span lines; each row's ``line`` is the line it starts on and ``raw`` its text.
+    Lines are decoded one by one, so a line that is not UTF-8 makes only its row a problem.
     """
-    try:
-        text = read_file_bytes(path, label).decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetReadError(f"cannot read {label}: not UTF-8 text ({exc})") from exc
+    data = read_file_bytes(path, label)
+    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
     pending: list[str] = []
+    undecodable: list[tuple[int, str]] = []  # (line, why) of the pending lines that are not UTF-8
 
     def lines() -> Iterator[str]:
-        for line in io.StringIO(text, newline=""):
+        for number, chunk in enumerate(data.splitlines(keepends=True), start=1):
+            try:
+                line = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = chunk.decode("utf-8", "backslashreplace")
+                undecodable.append((number, f"{exc.reason} at byte {exc.start + 1}"))
             pending.append(line)
             yield line
 
-    reader = csv.reader(lines())
+    # strict: a stray quote is a bad row, and a quote left open runs to the end as one bad row
+    reader = csv.reader(lines(), strict=True)
     columns: list[str] | None = None
     next_line, index = 1, 0
     while True:
@@ -190,11 +364,17 @@ def iter_csv_rows(path: Path, label: str, *, header: bool) -> Iterator[RawRow]:
         except csv.Error as exc:
             row, problem = None, f"malformed CSV ({exc})"
         start, raw = next_line, "".join(pending)
+        if undecodable:
+            problem = "; ".join(("is" if number == start else f"its line {number} is") + f" not valid UTF-8 ({why})"
+                                for number, why in undecodable)
         next_line += len(pending)
         pending.clear()
+        undecodable.clear()
         if row == []:
             continue
-        if header and columns is None and problem is None:
+        if header and columns is None:
+            if problem is not None:
+                raise FileReadError(label, f"the header row (line {start}) cannot be read: {problem}")
             columns = row
             continue
         index += 1
@@ -209,19 +389,56 @@ def iter_csv_rows(path: Path, label: str, *, header: bool) -> Iterator[RawRow]:
             yield RawRow(start, index, raw, dict(zip(columns, row, strict=True)))
 
 
-def iter_parquet_rows(path: Path, label: str) -> Iterator[RawRow]:
-    """Parquet rows as dicts, numbered 1..n."""
+def iter_parquet_rows(path: Path, label: str) -> Iterator[RawRow | FileError]:
+    """Parquet rows as dicts, read one row group at a time: a row group that cannot be read is one
+    FileError naming it, and the other groups still load. Rows are numbered (row group, row), both 1-based."""
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        parquet = pq.ParquetFile(path)
+    except IsADirectoryError:
+        raise FileReadError(label, f"{path} is a folder, not a data file") from None
     except Exception as exc:  # pyarrow raises OSError or ArrowInvalid, depending on what is wrong
-        raise DatasetReadError(f"cannot read {label} ({path}): {exc}") from exc
-    for index, row in enumerate(rows, start=1):
-        yield RawRow(index, index, json.dumps(row, ensure_ascii=False, default=str), row)
+        raise FileReadError(label, f"not a readable Parquet file ({one_line(exc)})") from exc
+    with parquet:
+        index = 0
+        for group in range(parquet.num_row_groups):
+            size = parquet.metadata.row_group(group).num_rows
+            try:
+                table = parquet.read_row_group(group)
+            except Exception as exc:  # a corrupt page, a bad compression block
+                index += size
+                yield FileError(label, f"cannot be read, so its {size} rows are not loaded ({one_line(exc)})",
+                                row_group=group + 1)
+                continue
+            for number, (row, raw, problem) in enumerate(_python_rows(table), start=1):
+                index += 1
+                problem = problem or value_problem(row)
+                yield RawRow(number, index, raw, None if problem else row, problem, group + 1)
 
 
-def iter_file_rows(path: Path, label: str) -> Iterator[RawRow]:
+def _python_rows(table) -> Iterator[tuple[dict[str, Any] | None, str, str | None]]:
+    """``(row, raw text, problem)`` for each row of a pyarrow table; a row with a value Python cannot
+    hold (a timestamp past year 9999) has no dict, Arrow's text of it, and the problem."""
+    try:
+        rows = table.to_pylist()
+    except (ValueError, OverflowError, ArithmeticError):
+        rows = None  # converted again row by row below, to find the rows at fault
+    if rows is not None:
+        yield from ((row, raw_json(row), None) for row in rows)
+        return
+    for number in range(table.num_rows):
+        part = table.slice(number, 1)
+        try:
+            row = part.to_pylist()[0]
+        except (ValueError, OverflowError, ArithmeticError) as exc:
+            yield None, part.to_string(preview_cols=part.num_columns), \
+                f"has a value Python cannot hold ({type(exc).__name__}: {one_line(exc)})"
+        else:
+            yield row, raw_json(row), None
+
+
+def iter_file_rows(path: Path, label: str) -> Iterator[RawRow | FileError]:
     """Rows of a data file, read according to its extension (CSV files must have a header row)."""
     name = path.name.lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
@@ -232,7 +449,26 @@ def iter_file_rows(path: Path, label: str) -> Iterator[RawRow]:
         return iter_csv_rows(path, label, header=True)
     if name.endswith(".parquet"):
         return iter_parquet_rows(path, label)
-    raise DatasetReadError(f"cannot read {label}: unknown file type (expected .jsonl, .json, .csv or .parquet)")
+    raise FileReadError(label, "unknown file type (expected .jsonl, .json, .csv or .parquet)")
+
+
+def read_rows(path: Path, label: str,
+              reader: Callable[[Path, str], Iterable[RawRow | FileError]] = iter_file_rows,
+              ) -> Iterator[RawRow | FileError]:
+    """``reader``'s rows of one file, where a file that cannot be read at all becomes one FileError."""
+    try:
+        yield from reader(path, label)
+    except FileReadError as exc:
+        yield FileError(label, exc.problem)
+    except OSError as exc:  # a dangling link, a folder, no permission: the file cannot be opened
+        yield FileError(label, f"cannot be read ({exc.strerror or exc})")
+
+
+def raise_if_nothing_read(dataset: str, result: LoadResult) -> None:
+    """Raise when files failed and not one row came out: loading nothing must not look like an empty dataset."""
+    if result.file_errors and not result.records and not result.errors:
+        raise DatasetReadError(f"{dataset}: no data could be read: "
+                               + "; ".join(error.message for error in result.file_errors), result.file_errors)
 
 
 def split_of_file(path: Path) -> str:
@@ -261,7 +497,7 @@ def discover_split_files(root: Path, aliases: Mapping[str, str] | None = None) -
     for path in sorted(root.rglob("*")):
         if path.name.startswith((".", "_")) or not path.name.lower().endswith(_DATA_SUFFIXES):
             continue
-        if not path.is_file():
+        if path.is_dir():  # its files are found on their own; a dangling link is kept, to be reported
             continue
         split = split_of_file(path)
         found.setdefault(aliases.get(split.lower(), split), []).append(path)
@@ -295,6 +531,8 @@ def require_text(row: Mapping[str, Any], field: str, *, allow_empty: bool = Fals
     value = row.get(field)
     if value is None:
         raise RecordProblem(field, "is missing")
+    if isinstance(value, bytes):
+        value = binary_text(value, field)
     if not isinstance(value, str):
         raise RecordProblem(field, f"must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
@@ -353,10 +591,15 @@ class SplitCollector:
             return
         try:
             example = normalize(row, self.split)
+            messages = json.dumps(example.messages, ensure_ascii=False)
+            metadata = json.dumps(example.metadata, ensure_ascii=False, default=json_default)
         except RecordProblem as problem:
             self._reject(row, file_label, problem.field, problem.problem)
             return
-        source = f"{file_label}:{row.line}"
+        except Exception as exc:  # a value no normalizer foresaw costs its own row, never the whole load
+            self._reject(row, file_label, None, f"cannot be loaded ({type(exc).__name__}: {printable(str(exc))})")
+            return
+        source = row_source(file_label, row.line, row.row_group)
         first = self._first_seen.setdefault(example.example_id, source)
         if first != source:
             self._reject(row, file_label, None, f"repeats example id {example.example_id!r} first seen at {first}")
@@ -367,25 +610,32 @@ class SplitCollector:
             "example_id": example.example_id,
             "input": example.input,
             "target": example.target,
-            "messages": json.dumps(example.messages, ensure_ascii=False),
-            "metadata": json.dumps(example.metadata, ensure_ascii=False, default=str),
+            "messages": messages,
+            "metadata": metadata,
             "source": source,
         })
         self.count += 1
 
-    def add_rows(self, rows: Iterable[RawRow], file_label: str, normalize: Normalizer) -> None:
+    def add_rows(self, rows: Iterable[RawRow | FileError], file_label: str, normalize: Normalizer) -> None:
         for row in rows:
             if self.full:
                 return
-            self.add(row, file_label, normalize)
+            if isinstance(row, FileError):
+                self.result.file_errors.append(row)
+            else:
+                self.add(row, file_label, normalize)
 
     def _reject(self, row: RawRow, file_label: str, field: str | None, problem: str) -> None:
-        self.result.errors.append(LoadError(file_label, row.line, field, problem, row.raw))
+        self.result.errors.append(LoadError(file_label, row.line, field, problem, row.raw, row.row_group))
 
 
 def load_split_files(dataset: str, root: Path, files: Mapping[str, list[Path]], splits: Iterable[str] | None,
                      limit: int | None, normalize: Normalizer) -> LoadResult:
-    """Load each chosen split's files with ``normalize``; file labels are ``<dataset>/<path in root>``."""
+    """Load each chosen split's files with ``normalize``; file labels are ``<dataset>/<path in root>``.
+
+    A file that cannot be read is a FileError on the result while the others load; DatasetReadError
+    only when files failed and nothing at all could be read.
+    """
     result = LoadResult()
     for split in choose_splits(dataset, root, files, splits):
         collector = SplitCollector(result, dataset, split, limit)
@@ -393,5 +643,6 @@ def load_split_files(dataset: str, root: Path, files: Mapping[str, list[Path]], 
             if collector.full:
                 break
             label = f"{dataset}/{path.relative_to(root).as_posix()}"
-            collector.add_rows(iter_file_rows(path, label), label, normalize)
+            collector.add_rows(read_rows(path, label), label, normalize)
+    raise_if_nothing_read(dataset, result)
     return result

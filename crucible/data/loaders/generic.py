@@ -14,14 +14,20 @@ from typing import Any
 from crucible.data.loaders.base import (
     DatasetReadError,
     Example,
+    FileError,
     LoadError,
     LoadResult,
     RawRow,
     RecordProblem,
     SplitCollector,
+    binary_text,
     chat,
-    iter_file_rows,
+    json_default,
     parse_messages,
+    raise_if_nothing_read,
+    raw_json,
+    read_rows,
+    value_problem,
 )
 
 
@@ -49,7 +55,8 @@ class FieldMapping:
 
 
 def _text(row: Mapping[str, Any], field: str) -> str:
-    """A scalar field as text: numbers become their decimal text, missing and NaN are a problem."""
+    """A scalar field as text: numbers become their decimal text, UTF-8 bytes their text, missing and
+    NaN are a problem; lists and objects become their JSON text."""
     if field not in row:
         raise RecordProblem(field, "is missing")
     value = row[field]
@@ -57,9 +64,11 @@ def _text(row: Mapping[str, Any], field: str) -> str:
         raise RecordProblem(field, "is empty")
     if isinstance(value, str):
         return value
+    if isinstance(value, bytes):
+        return binary_text(value, field)
     if isinstance(value, bool | int | float):
         return str(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=False, default=json_default)
 
 
 def _normalizer(mapping: FieldMapping):
@@ -82,12 +91,15 @@ def _normalizer(mapping: FieldMapping):
     return normalize
 
 
-def _collect(rows: Iterable[RawRow], label: str, mapping: FieldMapping, dataset: str, split: str,
+def _collect(rows: Iterable[RawRow | FileError], label: str, mapping: FieldMapping, dataset: str, split: str,
              limit: int | None, result: LoadResult) -> None:
     """Add rows to ``result``, each to the split named by its ``mapping.split`` field when there is one."""
     collectors: dict[str, SplitCollector] = {}
     normalize = _normalizer(mapping)
     for row in rows:
+        if isinstance(row, FileError):
+            result.file_errors.append(row)
+            continue
         row_split = split
         if mapping.split and row.problem is None:
             try:
@@ -96,7 +108,7 @@ def _collect(rows: Iterable[RawRow], label: str, mapping: FieldMapping, dataset:
                     raise RecordProblem(mapping.split, "is empty")
             except RecordProblem as problem:
                 result.errors.append(LoadError(label, row.line, problem.field,
-                                               f"{problem.problem} (it names the split)", row.raw))
+                                               f"{problem.problem} (it names the split)", row.raw, row.row_group))
                 continue
         collector = collectors.setdefault(row_split, SplitCollector(result, dataset, row_split, limit))
         if not collector.full:
@@ -108,11 +120,17 @@ def load_file(path: str | Path, mapping: FieldMapping, *, dataset: str, split: s
     """Load a ``.jsonl[.gz]``, ``.json``, ``.csv`` (with a header row) or ``.parquet`` file.
 
     ``split`` names the split unless ``mapping.split`` names a field that holds it; ``limit`` caps
-    each split's records. Sources read ``<file name>:<line>``.
+    each split's records. Sources read ``<file name>:<line>`` (``<file name>:rg<group>:<row>`` for Parquet).
+    Bytes in a mapped text field must be UTF-8; unmapped bytes are kept in metadata as ``{"$base64": ...}``.
+
+    A row that cannot be loaded is a LoadError; an unreadable Parquet row group a FileError while the
+    other groups load; a file that cannot be read at all raises DatasetReadError (its ``file_errors``
+    holds the one FileError).
     """
     path = Path(path)
     result = LoadResult()
-    _collect(iter_file_rows(path, path.name), path.name, mapping, dataset, split, limit, result)
+    _collect(read_rows(path, path.name), path.name, mapping, dataset, split, limit, result)
+    raise_if_nothing_read(dataset, result)
     return result
 
 
@@ -154,7 +172,7 @@ def load_hf_dataset(path: str | Path, mapping: FieldMapping, *, dataset: str, na
     result = LoadResult()
     for split_name, table in parts:
         label = f"{Path(str(path)).name or path}/{split_name}"
-        rows = (RawRow(index, index, json.dumps(row, ensure_ascii=False, default=str), row)
-                for index, row in enumerate(table, start=1))
+        rows = (RawRow(index, index, raw_json(row), None if problem else row, problem)
+                for index, row in enumerate(table, start=1) for problem in [value_problem(row)])
         _collect(rows, label, mapping, dataset, split_name, limit, result)
     return result

@@ -20,6 +20,8 @@ from crucible.data.loaders.base import (
     discover_split_files,
     iter_csv_rows,
     load_split_files,
+    raise_if_nothing_read,
+    read_rows,
     require_text,
     split_sort_key,
 )
@@ -107,7 +109,9 @@ def load_mmlu(root: str | Path, splits: Iterable[str] | None = None, limit: int 
                 break
             subject = path.stem.removesuffix(f"_{split}")
             label = f"mmlu/{path.relative_to(root).as_posix()}"
-            collector.add_rows(iter_csv_rows(path, label, header=False), label, _csv_normalizer(subject))
+            rows = read_rows(path, label, lambda path, label: iter_csv_rows(path, label, header=False))
+            collector.add_rows(rows, label, _csv_normalizer(subject))
+    raise_if_nothing_read("mmlu", result)
     if not result.records and not result.errors and limit != 0:
         raise DatasetReadError(f"mmlu: the CSV files under {root / 'data'} hold no rows")
     return result
