@@ -24,7 +24,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 ui: setup
-	mkdir -p $(DAGSTER_HOME) && .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1
+	$(PY) -m crucible_assets.instance && .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1
 
 bench: setup
 	$(PY) bench/bench_metrics.py

@@ -5,7 +5,7 @@ import dagster as dg
 from crucible_assets.datasets.assets import examples
 from crucible_assets.datasets.checks import DATASET_CHECKS
 from crucible_assets.datasets.sensors import dataset_drop_sensor
-from crucible_assets.datasets.splits import splits
+from crucible_assets.datasets.splits import splits, splits_reference_stored_examples
 from crucible_assets.evaluation.assets import eval_results, eval_results_complete
 from crucible_assets.feedback.assets import inference_events
 from crucible_assets.jobs import daily_feedback_job, daily_feedback_schedule, dataset_ingest_job, retrain_job
@@ -33,7 +33,7 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     """The definitions with ``resources`` (tests pass a temporary lake); defaults otherwise."""
     return dg.Definitions(
         assets=[examples, splits, sft_checkpoint, eval_results, registered_model, inference_events, drift_report],
-        asset_checks=[eval_results_complete, *DATASET_CHECKS],
+        asset_checks=[eval_results_complete, *DATASET_CHECKS, splits_reference_stored_examples],
         jobs=[retrain_job, daily_feedback_job, dataset_ingest_job],
         schedules=[daily_feedback_schedule],
         sensors=[drift_retraining_sensor, dataset_drop_sensor],

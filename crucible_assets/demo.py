@@ -19,10 +19,9 @@ from pathlib import Path
 def _prepare_home(home: Path) -> None:
     os.environ.setdefault("CRUCIBLE_HOME", str(home))
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster_home")))
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    from crucible_assets.instance import ensure_instance_config
+
+    ensure_instance_config(dagster_home)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

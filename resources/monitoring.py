@@ -15,9 +15,9 @@ class DriftPolicyResource(dg.ConfigurableResource):
     share of long prompts is still caught.
     """
 
-    psi_threshold: float = 0.25
+    psi_threshold: float = Field(0.25, gt=0, description="PSI above this counts as drift (0.1-0.25 is usual).")
     psi_bins: int = Field(5, ge=2)
-    ks_p_value: float = 0.001
+    ks_p_value: float = Field(0.001, gt=0, lt=1, description="KS p-values below this count as drift.")
     rule: Literal["any", "all"] = "all"
     baseline_dataset: str = "gsm8k"
     retrain_window_days: int = Field(7, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -75,3 +76,31 @@ class MetricLogger(Protocol):
     def log(self, step: int, metrics: dict[str, float]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class DeviceUnavailableError(ValueError):
+    """A run asks for a device this machine's torch cannot use; the message says what to change."""
+
+
+def resolve_device(requested: str, who: str) -> str:
+    """The torch device a run uses: ``auto`` is CUDA when torch sees a GPU, else CPU.
+
+    ``cuda`` (or ``cuda:<i>``) without a usable GPU is refused here, before a model is loaded, with
+    ``who`` (e.g. ``"recipe sft_tiny_gsm8k"``) named; torch would only say "Torch not compiled with
+    CUDA enabled" once training starts.
+    """
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            why = f"this torch ({torch.__version__}) has no CUDA (a CPU build)"
+        else:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+            why = (f"this torch (CUDA {torch.version.cuda}) sees no GPU (no GPU visible, "
+                   f"CUDA_VISIBLE_DEVICES={visible})")
+        raise DeviceUnavailableError(
+            f"{who} asks for device {requested!r} but {why}; use device: auto or cpu, "
+            "or install a CUDA build of torch on a machine with a GPU")
+    return requested

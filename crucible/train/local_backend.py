@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from crucible.train.backend import AdamParams, Datum, ForwardBackwardResult, SamplingParams
-from crucible.train.config import LoraSettings, TrainingHyperparameters
+from crucible.train.config import LoraSettings, TrainingHyperparameters, resolve_device
 from crucible.train.losses import token_logprobs, weighted_token_cross_entropy
 from crucible.train.packing import PackedBatch, pack_datums, pad_datums, use_packed_attention
 
@@ -38,9 +38,7 @@ class LocalBackend:
     ) -> None:
         import torch
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device, who="LocalBackend"))
         self.tokenizer = tokenizer
         self.pack = pack
         if lora is not None:

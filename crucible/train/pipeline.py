@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from crucible.train.backend import Datum, TrainingBackend
-from crucible.train.config import MetricLogger
+from crucible.train.config import MetricLogger, resolve_device
 from crucible.train.recipes import Recipe, save_recipe
 
 
@@ -91,6 +91,8 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     if examples.empty:
         raise ValueError(f"recipe {recipe.name}: no examples of {recipe.dataset.name}/{recipe.dataset.split} to train on")
     hp = recipe.hyperparameters
+    if recipe.backend.kind == "local" and make_backend is None:
+        resolve_device(hp.device, who=f"recipe {recipe.name}")  # refuse an unusable device before loading
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / "recipe.yaml")

@@ -11,7 +11,7 @@ from crucible.monitoring.drift import daily_drift_rows
 from crucible.quarantine import store_validated
 from crucible_assets.feedback.assets import inference_events
 from crucible_assets.metadata import table_metadata
-from crucible_assets.partitions import daily_partitions
+from crucible_assets.partitions import checked_partition_keys, daily_partitions
 from resources.lake import LakeResource
 from resources.monitoring import DriftPolicyResource
 from schemas import DRIFT_REPORTS, INFERENCE_EVENTS
@@ -25,11 +25,12 @@ from schemas import DRIFT_REPORTS, INFERENCE_EVENTS
 )
 def drift_report(context: dg.AssetExecutionContext, lake: LakeResource,
                  drift_policy: DriftPolicyResource) -> dg.MaterializeResult:
+    days = checked_partition_keys(context)
     store = lake.lake()
     baseline_id, baseline = prompt_length_baseline(store, drift_policy.baseline_dataset)
     summary = {}
     stored = None
-    for key in context.partition_keys:
+    for key in days:
         day = dt.date.fromisoformat(key)
         prompts = store.read(INFERENCE_EVENTS, where={"day": day}, columns=["prompt"])["prompt"].tolist()
         if not prompts:
@@ -40,7 +41,7 @@ def drift_report(context: dg.AssetExecutionContext, lake: LakeResource,
                                  replace_where={"day": day}, day=day)
         summary[key] = {r["detector"]: round(r["statistic"], 4) for r in rows} | {
             "drifted": any(r["drifted"] for r in rows)}
-    latest = summary[context.partition_keys[-1]]
+    latest = summary[days[-1]]
     return dg.MaterializeResult(metadata={
         **table_metadata(stored), "psi": latest["psi"], "ks": latest["ks"], "drifted": latest["drifted"],
         "days": dg.MetadataValue.json(summary), "baseline_id": baseline_id,

@@ -7,8 +7,9 @@ import dagster as dg
 import pandas as pd
 
 from crucible.quarantine import quarantine_rows, store_quarantined
+from crucible.train.config import DeviceUnavailableError
 from crucible.train.pipeline import run_sft_recipe
-from crucible.train.recipes import apply_overrides, load_recipe, recipe_hash
+from crucible.train.recipes import RecipeError, apply_overrides, load_recipe, recipe_hash
 from crucible.train.runs import record_run
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata
@@ -26,11 +27,26 @@ from schemas import EXAMPLES
 )
 def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTConfig, lake: LakeResource,
                    trainer: TrainerResource) -> dg.MaterializeResult:
-    recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
+    try:
+        recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
+    except (RecipeError, DeviceUnavailableError) as error:
+        # The launchpad's or the trainer's settings are wrong: say so on top, not as a stack trace.
+        raise dg.Failure(f"training/sft_checkpoint: {error}") from None
     store = lake.lake()
     dataset = recipe.dataset
     version = dataset.table_version if dataset.table_version is not None else store.version(EXAMPLES)
+    if version < 0:
+        raise dg.Failure(f"recipe {recipe.name} trains on {dataset.name}/{dataset.split}, but no dataset has been "
+                         f"loaded yet ({EXAMPLES.path} does not exist): run dataset_ingest_job for partition "
+                         f"{dataset.name!r} first")
     rows = store.read(EXAMPLES, where={"dataset": dataset.name, "split": dataset.split}, version=version)
+    if rows.empty:
+        loaded = store.read(EXAMPLES, columns=["dataset", "split"], version=version).drop_duplicates()
+        held = ", ".join(sorted(f"{r.dataset}/{r.split}" for r in loaded.itertuples())) or "none"
+        raise dg.Failure(f"recipe {recipe.name} trains on {dataset.name}/{dataset.split}, but {EXAMPLES.path} "
+                         f"(version {version}) has no such rows; it holds {held}. Run dataset_ingest_job for "
+                         f"{dataset.name!r}, or pick a loaded one with overrides "
+                         '{"dataset.name": ..., "dataset.split": ...}')
     rows = rows.sort_values("example_id").head(dataset.limit) if dataset.limit else rows
     run_id = config.resume_run_id or f"sft-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     started = pd.Timestamp.now(tz="UTC")

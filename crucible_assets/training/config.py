@@ -50,7 +50,8 @@ class SFTConfig(dg.Config):
 
     recipe: str = Field("sft_tiny_gsm8k", description="Recipe name under recipes/, or a path to a YAML file.")
     hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
-    dataset_limit: int | None = Field(None, description="Use at most this many examples (recipe default when unset).")
+    dataset_limit: int | None = Field(None, ge=1,
+                                      description="Use at most this many examples (recipe default when unset).")
     overrides: dict = Field(default_factory=dict,
                             description='Any other recipe field by dotted key, e.g. {"hyperparameters.lora.rank": 8}.')
     resume_run_id: str = Field("", description="Continue this earlier run (e.g. one that was killed) from its "
