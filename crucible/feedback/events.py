@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from crucible.evaluate.generation import Generation
 from crucible.feedback.pii import sanitize_pii
+from crucible.inference import Generation
 
 _CONTACT_LINES = (
     "You can reach me at {name}@example.com if anything is unclear.",
@@ -44,12 +44,16 @@ def simulated_prompts(pool: Sequence[str], day: dt.date, count: int, long_prompt
     return prompts
 
 
-def event_rows(day: dt.date, generations: Sequence[Generation], model_name: str, model_version: int) -> pd.DataFrame:
-    """Event rows for one day; ids are stable for (day, position), so re-running a day replaces it."""
+def event_rows(day: dt.date, prompts: Sequence[str], generations: Sequence[Generation], model_name: str,
+               model_version: int) -> pd.DataFrame:
+    """Event rows for one day (``generations[i]`` answers ``prompts[i]``); ids are stable for
+    (day, position), so re-running a day replaces it."""
+    if len(prompts) != len(generations):
+        raise ValueError(f"event_rows: {len(prompts)} prompts but {len(generations)} generations")
     start = pd.Timestamp(day, tz="UTC")
     rows = []
-    for position, generation in enumerate(generations):
-        prompt = sanitize_pii(generation.prompt)
+    for position, (asked, generation) in enumerate(zip(prompts, generations, strict=True)):
+        prompt = sanitize_pii(asked)
         response = sanitize_pii(generation.text)
         event_id = hashlib.sha256(f"{day.isoformat()}:{position}".encode()).hexdigest()[:24]
         rows.append({

@@ -4,13 +4,14 @@ import datetime as dt
 
 import dagster as dg
 
-from crucible.evaluate.generation import ChatModel
 from crucible.feedback.events import event_rows, simulated_prompts
+from crucible.inference import InferenceEngine
 from crucible.quarantine import store_validated
 from crucible.registry.store import latest_version
 from crucible_assets.metadata import table_metadata
-from crucible_assets.partitions import daily_partitions
-from crucible_assets.registry.assets import MODEL_NAME, registered_model
+from crucible_assets.partitions import checked_partition_keys, daily_partitions
+from crucible_assets.registry import MODEL_NAME
+from crucible_assets.registry.assets import registered_model
 from resources.lake import LakeResource
 from schemas import EXAMPLES, INFERENCE_EVENTS
 
@@ -35,19 +36,21 @@ class InferenceTrafficConfig(dg.Config):
 )
 def inference_events(context: dg.AssetExecutionContext, config: InferenceTrafficConfig,
                      lake: LakeResource) -> dg.MaterializeResult:
+    days = checked_partition_keys(context)
     store = lake.lake()
     version = latest_version(store, MODEL_NAME)
     if version is None:
         raise dg.Failure(f"no registered version of {MODEL_NAME}: materialize registry/registered_model first")
     pool = store.read(EXAMPLES, where={"dataset": config.prompt_dataset, "split": config.prompt_split},
                       columns=["input"])["input"].tolist()
-    model = ChatModel(version["artifact_uri"])
+    engine = InferenceEngine.from_checkpoint(version["artifact_uri"])
     totals = {"rows_in": 0, "accepted": 0, "quarantined": 0, "pii_redactions": 0}
     stored = None
-    for key in context.partition_keys:
+    for key in days:
         day = dt.date.fromisoformat(key)
         prompts = simulated_prompts(pool, day, config.events_per_day, config.long_prompt_share, config.pii_share)
-        events = event_rows(day, model.answer(prompts, config.max_new_tokens), MODEL_NAME, int(version["version"]))
+        events = event_rows(day, prompts, engine.chat(prompts, config.max_new_tokens), MODEL_NAME,
+                            int(version["version"]))
         stored = store_validated(store, INFERENCE_EVENTS, events, source=f"inference {key}",
                                  replace_where={"day": day}, day=day)
         totals["rows_in"] += stored.rows_in
@@ -57,6 +60,6 @@ def inference_events(context: dg.AssetExecutionContext, config: InferenceTraffic
     return dg.MaterializeResult(metadata={
         **table_metadata(stored), "dagster/row_count": totals["accepted"], "rows_in": totals["rows_in"],
         "quarantined": totals["quarantined"], "pii_redactions": totals["pii_redactions"],
-        "model_version": int(version["version"]), "days": len(context.partition_keys),
+        "model_version": int(version["version"]), "days": len(days),
     })
 
