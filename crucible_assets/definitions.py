@@ -6,7 +6,7 @@ from crucible_assets.datasets.assets import examples
 from crucible_assets.datasets.checks import DATASET_CHECKS
 from crucible_assets.datasets.sensors import dataset_drop_sensor
 from crucible_assets.datasets.splits import splits, splits_reference_stored_examples
-from crucible_assets.evaluation.assets import eval_results, eval_results_complete
+from crucible_assets.evaluation.assets import benchmark_results, eval_results, promotion_gate
 from crucible_assets.feedback.assets import inference_events
 from crucible_assets.jobs import daily_feedback_job, daily_feedback_schedule, dataset_ingest_job, retrain_job
 from crucible_assets.monitoring.assets import drift_report
@@ -14,6 +14,7 @@ from crucible_assets.monitoring.sensors import drift_retraining_sensor
 from crucible_assets.registry.assets import registered_model
 from crucible_assets.training.assets import sft_checkpoint
 from resources.datasets import DatasetSourcesResource
+from resources.evaluation import PromotionPolicyResource
 from resources.lake import LakeResource
 from resources.monitoring import DriftPolicyResource
 from resources.trainer import TrainerResource
@@ -26,14 +27,15 @@ def default_resources() -> dict:
         "dataset_sources": DatasetSourcesResource(),
         "trainer": TrainerResource(tinker_api_key=dg.EnvVar("TINKER_API_KEY").get_value()),
         "drift_policy": DriftPolicyResource(),
+        "promotion_policy": PromotionPolicyResource(),
     }
 
 
 def build_defs(resources: dict | None = None) -> dg.Definitions:
     """The definitions with ``resources`` (tests pass a temporary lake); defaults otherwise."""
     return dg.Definitions(
-        assets=[examples, splits, sft_checkpoint, eval_results, registered_model, inference_events, drift_report],
-        asset_checks=[eval_results_complete, *DATASET_CHECKS, splits_reference_stored_examples],
+        assets=[examples, splits, sft_checkpoint, eval_results, benchmark_results, registered_model, inference_events, drift_report],
+        asset_checks=[promotion_gate, *DATASET_CHECKS, splits_reference_stored_examples],
         jobs=[retrain_job, daily_feedback_job, dataset_ingest_job],
         schedules=[daily_feedback_schedule],
         sensors=[drift_retraining_sensor, dataset_drop_sensor],

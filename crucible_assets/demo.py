@@ -37,7 +37,7 @@ def smollm2_profile(cache_dir: Path) -> dict[str, dict]:
                      "overrides": {"base_model.name_or_path": str(folder)},
                      "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_length": 256, "eval_every": 0,
                                          "checkpoint_every": 0, "device": "cpu"}},
-        "evaluation": {"num_examples": 4, "max_new_tokens": 24},
+        "evaluation": {"limit": 4, "max_new_tokens": 24},
         "traffic": {"events_per_day": 12, "max_new_tokens": 8},
     }
 
@@ -120,6 +120,11 @@ def summary(lake) -> str:
     for version in versions.itertuples():
         lines.append(f"  model {version.model_name} v{version.version}: sha256 {version.sha256[:12]}…, "
                      f"metrics {version.metrics}")
+    evaluations = lake.read(schemas.EVAL_SUMMARIES).sort_values(["model_version", "benchmark", "metric"])
+    evaluations = evaluations[~evaluations["metric"].str.contains("/")]  # per-subject rows stay in the table
+    for row in evaluations.itertuples():
+        lines.append(f"  eval {row.model_version} {row.benchmark:<10} {row.metric:<22} {row.value:.3f} "
+                     f"[{row.ci_low:.3f}, {row.ci_high:.3f}] n={row.n}")
     drift = lake.read(schemas.DRIFT_REPORTS).sort_values(["day", "detector"])
     for row in drift.itertuples():
         lines.append(f"  drift {row.day} {row.detector}: {row.statistic:.3f} "

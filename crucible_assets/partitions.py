@@ -7,10 +7,18 @@ the asset the keys it can derive from it, so an asset must refuse what its defin
 
 import dagster as dg
 
+from crucible.evaluate.benchmarks import BENCHMARKS
+
 datasets_partitions = dg.DynamicPartitionsDefinition(name="datasets")
 
 FEEDBACK_START = "2026-11-01"
 daily_partitions = dg.DailyPartitionsDefinition(start_date=FEEDBACK_START, end_offset=1)
+
+# Evaluation: every model version (a training run id, added when it is first evaluated) on every benchmark.
+model_versions_partitions = dg.DynamicPartitionsDefinition(name="model_versions")
+benchmark_partitions = dg.StaticPartitionsDefinition(list(BENCHMARKS))
+evaluation_partitions = dg.MultiPartitionsDefinition(
+    {"benchmark": benchmark_partitions, "model_version": model_versions_partitions})
 
 
 def _valid_keys(context: dg.AssetExecutionContext, partitions_def: dg.PartitionsDefinition) -> list[str]:

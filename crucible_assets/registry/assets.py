@@ -6,10 +6,9 @@ from crucible.registry.store import register_checkpoint
 from crucible.train.runs import latest_run
 from crucible_assets.evaluation.assets import eval_results
 from crucible_assets.metadata import table_metadata
+from crucible_assets.registry import MODEL_NAME
 from resources.lake import LakeResource
 from schemas import EVAL_SUMMARIES
-
-MODEL_NAME = "crucible-sft"
 
 
 @dg.asset(

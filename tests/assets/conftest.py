@@ -22,6 +22,7 @@ class Lifecycle:
 
 def make_resources(root: Path) -> dict:
     from resources.datasets import DatasetSourcesResource
+    from resources.evaluation import PromotionPolicyResource
     from resources.lake import LakeResource
     from resources.monitoring import DriftPolicyResource
     from resources.trainer import TrainerResource
@@ -31,6 +32,7 @@ def make_resources(root: Path) -> dict:
         "dataset_sources": DatasetSourcesResource(drop_folder=str(root / "drop")),
         "trainer": TrainerResource(),
         "drift_policy": DriftPolicyResource(),
+        "promotion_policy": PromotionPolicyResource(),
     }
 
 

@@ -51,7 +51,7 @@ def test_every_table_has_rows_that_satisfy_its_schema(lifecycle):
     expected_rows = {
         "datasets/examples": 7473 + 1319,
         "training/runs": 2,  # the first training, then the drift-triggered retraining
-        "evaluation/results": 2 * 8,
+        "evaluation/results": 2 * 16,  # GSM8K only (the one dataset loaded here), its demo limit of 16
         "registry/versions": 1,  # retraining on the same data reproduces the same weights (same sha256)
         "feedback/inference_events": 3 * 64,
         "monitoring/drift_reports": 3 * 2,
@@ -84,7 +84,7 @@ def test_registered_version_records_its_lineage(lifecycle):
     from crucible.registry.versions import artifact_sha256
 
     assert artifact_sha256(version["artifact_uri"]) == version["sha256"]
-    assert set(json.loads(version["metrics"])) >= {"gsm8k/accuracy", "gsm8k/rougeL"}
+    assert set(json.loads(version["metrics"])) >= {"gsm8k/exact_match_flexible", "gsm8k/exact_match_strict"}
     assert version["dataset"] == "gsm8k" and version["dataset_version"] >= 0
     edges = lake.read(schemas.LINEAGE_EDGES)
     assert {"trained_on", "produced", "registered_as", "fine_tuned_from"} <= set(edges["relation"])
