@@ -3,6 +3,7 @@
 import datetime as dt
 
 import dagster as dg
+from pydantic import Field
 
 from crucible.feedback.events import event_rows, simulated_prompts
 from crucible.inference import InferenceEngine
@@ -19,11 +20,11 @@ from schemas import EXAMPLES, INFERENCE_EVENTS
 class InferenceTrafficConfig(dg.Config):
     """The demo's simulated users; a real deployment writes these events from its server instead."""
 
-    events_per_day: int = 64
-    long_prompt_share: float = 0.0
-    pii_share: float = 0.1
-    max_new_tokens: int = 16
-    prompt_dataset: str = "gsm8k"
+    events_per_day: int = Field(64, ge=1, description="Simulated requests per day.")
+    long_prompt_share: float = Field(0.0, ge=0.0, le=1.0, description="Share of prompts made long (drift).")
+    pii_share: float = Field(0.1, ge=0.0, le=1.0, description="Share of prompts carrying contact details.")
+    max_new_tokens: int = Field(16, ge=1)
+    prompt_dataset: str = Field("gsm8k", description="Dataset of datasets/examples the prompts are drawn from.")
     prompt_split: str = "test"
 
 
@@ -43,6 +44,10 @@ def inference_events(context: dg.AssetExecutionContext, config: InferenceTraffic
         raise dg.Failure(f"no registered version of {MODEL_NAME}: materialize registry/registered_model first")
     pool = store.read(EXAMPLES, where={"dataset": config.prompt_dataset, "split": config.prompt_split},
                       columns=["input"])["input"].tolist()
+    if not pool:
+        raise dg.Failure(f"feedback/inference_events: no prompts in {EXAMPLES.path} for dataset "
+                         f"{config.prompt_dataset!r} split {config.prompt_split!r}; run dataset_ingest_job for "
+                         f"partition {config.prompt_dataset!r} first, or set prompt_dataset/prompt_split")
     engine = InferenceEngine.from_checkpoint(version["artifact_uri"])
     totals = {"rows_in": 0, "accepted": 0, "quarantined": 0, "pii_redactions": 0}
     stored = None

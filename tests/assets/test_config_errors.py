@@ -64,3 +64,32 @@ def test_a_non_positive_dataset_limit_is_refused_by_the_launchpad(settings):
 def test_drift_thresholds_outside_their_range_are_refused(settings):
     with pytest.raises(pydantic.ValidationError, match=next(iter(settings))):
         DriftPolicyResource(**settings)
+
+
+@pytest.mark.parametrize("settings", [{"events_per_day": 0}, {"pii_share": 1.5}, {"long_prompt_share": -0.1},
+                                      {"max_new_tokens": 0}])
+def test_traffic_settings_outside_their_range_are_refused(settings):
+    from crucible_assets.feedback.assets import InferenceTrafficConfig
+
+    with pytest.raises(pydantic.ValidationError, match=next(iter(settings))):
+        InferenceTrafficConfig(**settings)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"benchmarks": ["gsm8k", "nosuch"]}, "unknown benchmarks \\['nosuch'\\]"),
+    ({"settings": {"gsm8k": {"shots": 3}}}, "unknown fields \\['shots'\\]"),
+])
+def test_evaluation_settings_a_user_can_get_wrong_name_the_mistake(settings, message):
+    from crucible_assets.evaluation.assets import EvaluationConfig, _check_benchmarks
+
+    config = EvaluationConfig(**settings)
+    with pytest.raises(dg.Failure, match=message):
+        _check_benchmarks(config.benchmarks)
+        config.for_benchmark("gsm8k")
+
+
+def test_an_unknown_gated_benchmark_is_refused():
+    from resources.evaluation import PromotionPolicyResource
+
+    with pytest.raises(pydantic.ValidationError, match="unknown gated benchmarks"):
+        PromotionPolicyResource(gated_benchmarks=["gsm9k"])

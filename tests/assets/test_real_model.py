@@ -31,6 +31,6 @@ def test_lifecycle_with_smollm2(tmp_path, resources_for):
     losses = metrics[metrics["name"] == "loss"].sort_values("step")["value"].tolist()
     assert len(losses) == 4 and losses[-1] < losses[0]
     results = lake.read(schemas.EVAL_RESULTS)
-    assert len(results) == 2 * 4 and results["prediction"].str.len().gt(0).all()
+    assert len(results) == 2 * 4 and results["output"].str.len().gt(0).all()
     events = lake.read(schemas.INFERENCE_EVENTS)
     assert len(events) == 2 * 8 and "@" not in " ".join(events["prompt"])
