@@ -522,6 +522,39 @@ class DeltaLake:
             f"merge into {spec.path}")
         return WriteResult(spec.path, version, data.num_rows, retries)
 
+    def read_modify_write(self, spec: TableSpec, where: dict[str, Any] | None,
+                          change: Callable[[pd.DataFrame], pd.DataFrame]) -> WriteResult:
+        """Merge ``change(rows)`` on the key, ``rows`` being the rows matching ``where`` at the snapshot the
+        merge commits against: a decision made on what is stored (the next number, a state change).
+
+        A conflicting commit reloads the table and calls ``change`` again with the new rows, so the
+        decision is never applied to rows it did not see (``upsert`` retries its rows as they were).
+        deltalake 1.6.6 fails a merge on any concurrent commit that added or removed data, which makes
+        each attempt serializable. ``change`` may raise to abort; an empty frame writes nothing.
+        """
+        table = self.ensure(spec)
+        filters = [(c, "in", list(v)) if isinstance(v, list | tuple | set) else (c, "=", v)
+                   for c, v in (where or {}).items()] or None
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+        written = 0
+
+        def attempt(loaded: Any) -> None:
+            nonlocal written
+            rows = loaded.to_pyarrow_table(filters=filters).to_pandas()
+            frame = change(rows)
+            written = len(frame)
+            if not written:
+                return
+            duplicated = frame.duplicated(list(spec.keys), keep=False)
+            if duplicated.any():
+                sample = frame.loc[duplicated, list(spec.keys)].head(3).to_dict("records")
+                raise ValueError(f"table {spec.path}: duplicate keys in the rows to merge, e.g. {sample}")
+            (loaded.merge(self._to_arrow(spec, frame), predicate, source_alias="s", target_alias="t")
+             .when_matched_update_all().when_not_matched_insert_all().execute())
+
+        version, retries = self._commit(table, attempt, f"read-modify-write {spec.path}")
+        return WriteResult(spec.path, version, written, retries)
+
     def append(self, spec: TableSpec, frame: pd.DataFrame) -> WriteResult:
         """Append ``frame`` to an append-only table (an audit log): every call adds its rows once.
 
@@ -537,6 +570,42 @@ class DeltaLake:
         version, retries = self._commit(table, lambda t: write_deltalake(t, data, mode="append"),
                                         f"append to {spec.path}")
         return WriteResult(spec.path, version, data.num_rows, retries)
+
+    def rewrite(self, spec: TableSpec, change: Callable[[pd.DataFrame], pd.DataFrame | None]) -> WriteResult:
+        """Replace the whole table, schema included, with ``change(rows)``: a non-additive migration step.
+
+        ``rows`` are the stored rows in the stored schema; the result is validated against ``spec`` and
+        becomes the table's only content and schema (old columns dropped, partitioning kept). Delta
+        history is kept, so earlier versions still read the old rows. A conflicting commit reloads the
+        table and calls ``change`` again; ``change`` returning None (already converted) writes nothing.
+        Only inside ``migrating(spec)``, since it bypasses the schema-version gate.
+        """
+        from deltalake import write_deltalake
+
+        if spec.path not in self._migrating:
+            raise RuntimeError(f"table {spec.path}: rewrite replaces the whole table and is for migration steps "
+                               f"only; call it inside `with lake.migrating(spec):`")
+        table = self._open(spec.path)
+        if table is None:
+            raise TableVersionError(f"table {spec.path} does not exist yet, so there is nothing to rewrite")
+        written = 0
+
+        def attempt(loaded: Any) -> None:
+            nonlocal written
+            written = 0
+            frame = change(loaded.to_pyarrow_table().to_pandas())
+            if frame is None:
+                return
+            data = self._to_arrow(spec, frame)
+            written = data.num_rows
+            # predicate "true" makes the commit check concurrent appends (a plain overwrite does not, and
+            # would keep their old-shape files beside the rewritten rows); a conflict re-runs ``change``.
+            write_deltalake(loaded, data, mode="overwrite", schema_mode="overwrite", predicate="true",
+                            partition_by=[spec.partition_by] if spec.partition_by else None)
+
+        version, retries = self._commit(table, attempt, f"rewrite {spec.path} to its schema version "
+                                                        f"{spec.schema_version}")
+        return WriteResult(spec.path, version, written, retries)
 
     # -- reads -------------------------------------------------------------------------------
 

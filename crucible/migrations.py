@@ -12,13 +12,14 @@ version was bumped is skipped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from schemas import ALL_TABLES, LAKE_MIGRATIONS, QUARANTINE, TableSpec
+from schemas import ALL_TABLES, EVAL_RESULTS, EVAL_SUMMARIES, LAKE_MIGRATIONS, QUARANTINE, TableSpec
 
 if TYPE_CHECKING:
     from crucible.lake import DeltaLake
@@ -74,12 +75,71 @@ def backfill_quarantine_origin(lake: DeltaLake, spec: TableSpec) -> None:
     lake.upsert(spec, missing)
 
 
+# What schema version 1 of the evaluation tables could not say, written into their migrated rows.
+LEGACY_SPLIT = "test"
+LEGACY_VARIANT = "legacy"
+# A v1 summary had no interval: ci_low = ci_high = value, method "none"; the level is only a placeholder
+# the schema requires (the evaluation default), since a zero-width "interval" has no coverage.
+LEGACY_CI_LEVEL = 0.95
+
+
+def eval_results_v1_to_v2(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """evaluation/results rows of schema v1 in the v2 shape; None when they already are (a re-run).
+
+    prediction -> output, target -> gold, correct -> score (0.0/1.0), correct and rouge_l kept in
+    item_metrics; v1 knew no split, subject, prompt variant, finish reason or token count.
+    """
+    if "correct" not in rows.columns:
+        return None
+    return pd.DataFrame({
+        "model_version": rows["model_version"], "benchmark": rows["benchmark"], "example_id": rows["example_id"],
+        "sample": rows["sample"], "split": LEGACY_SPLIT, "subject": None, "variant": LEGACY_VARIANT,
+        "prompt": rows["prompt"], "output": rows["prediction"], "extracted_answer": rows["extracted_answer"],
+        "gold": rows["target"], "score": rows["correct"].astype(float),
+        "item_metrics": [json.dumps({"correct": bool(c), "rouge_l": float(r)})
+                         for c, r in zip(rows["correct"], rows["rouge_l"], strict=True)],
+        "finish_reason": None, "completion_tokens": 0,
+    }, index=rows.index)
+
+
+def eval_summaries_v1_to_v2(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """evaluation/summaries rows of schema v1 in the v2 shape; None when they already are (a re-run).
+
+    The value is kept with no interval around it (ci_method "none", ci_low = ci_high = value);
+    num_examples -> n, raised to 1 where v1 stored 0 (v2 counts at least one item).
+    """
+    if "num_examples" not in rows.columns:
+        return None
+    return pd.DataFrame({
+        "model_version": rows["model_version"], "benchmark": rows["benchmark"], "metric": rows["metric"],
+        "value": rows["value"], "ci_low": rows["value"], "ci_high": rows["value"], "ci_method": "none",
+        "ci_level": LEGACY_CI_LEVEL, "n": rows["num_examples"].clip(lower=1), "split": LEGACY_SPLIT,
+        "variant": LEGACY_VARIANT,
+    }, index=rows.index)
+
+
+def rewrite_eval_results(lake: DeltaLake, spec: TableSpec) -> None:
+    """evaluation/results v1 -> v2: rewrite the table in the new columns (history keeps the old ones)."""
+    lake.rewrite(spec, eval_results_v1_to_v2)
+
+
+def rewrite_eval_summaries(lake: DeltaLake, spec: TableSpec) -> None:
+    """evaluation/summaries v1 -> v2: rewrite the table in the new columns (history keeps the old ones)."""
+    lake.rewrite(spec, eval_summaries_v1_to_v2)
+
+
 STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(QUARANTINE.path, 1, "add the nullable column origin (the scope a write replaces)",
                   additive=True, apply=add_new_columns),
     MigrationStep(QUARANTINE.path, 2, "back-fill origin of rows quarantined before version 2 from their "
                   "table's partition value in the record, else their source", additive=False,
                   apply=backfill_quarantine_origin),
+    MigrationStep(EVAL_RESULTS.path, 1, "rewrite in the v2 columns: prediction -> output, target -> gold, "
+                  "correct -> score, correct and rouge_l -> item_metrics; split 'test', variant 'legacy'",
+                  additive=False, apply=rewrite_eval_results),
+    MigrationStep(EVAL_SUMMARIES.path, 1, "rewrite in the v2 columns: num_examples -> n, no interval "
+                  "(ci_method 'none', ci_low = ci_high = value); split 'test', variant 'legacy'",
+                  additive=False, apply=rewrite_eval_summaries),
 )
 
 

@@ -5,8 +5,17 @@ from schemas.evaluation import EvalResultsSchema, EvalSummariesSchema
 from schemas.feedback import InferenceEventsSchema
 from schemas.migrations import LakeMigrationsSchema
 from schemas.monitoring import BaselinesSchema, DriftReportsSchema
+from schemas.preference import ReferenceLogprobsSchema
 from schemas.quarantine import QuarantineSchema
-from schemas.registry import LineageEdgesSchema, ModelVersionsSchema
+from schemas.registry import (
+    AliasesSchema,
+    ArtifactsSchema,
+    AuditLogSchema,
+    LineageEdgesSchema,
+    ModelsSchema,
+    ModelVersionsSchema,
+    PrincipalsSchema,
+)
 from schemas.spec import TableSpec
 from schemas.training import TrainingMetricsSchema, TrainingRunsSchema
 
@@ -15,14 +24,22 @@ SPLITS = TableSpec("datasets", "splits", SplitsSchema, ("dataset", "split_name",
                    "dataset")
 TRAINING_RUNS = TableSpec("training", "runs", TrainingRunsSchema, ("run_id",))
 TRAINING_METRICS = TableSpec("training", "metrics", TrainingMetricsSchema, ("run_id", "step", "name"))
+REFERENCE_LOGPROBS = TableSpec("training", "reference_logprobs", ReferenceLogprobsSchema,
+                               ("reference", "dataset", "split", "dataset_version", "pair_id"))
 # Partitioned by benchmark only: a handful of fixed values, while model versions grow without bound
 # (one folder each would mean many small files); a (model_version, benchmark) slice is still replaced
 # by predicate inside its benchmark partition.
 EVAL_RESULTS = TableSpec("evaluation", "results", EvalResultsSchema,
-                         ("model_version", "benchmark", "example_id", "sample"), "benchmark")
-EVAL_SUMMARIES = TableSpec("evaluation", "summaries", EvalSummariesSchema, ("model_version", "benchmark", "metric"))
+                         ("model_version", "benchmark", "example_id", "sample"), "benchmark", schema_version=2)
+EVAL_SUMMARIES = TableSpec("evaluation", "summaries", EvalSummariesSchema, ("model_version", "benchmark", "metric"),
+                           schema_version=2)
 MODEL_VERSIONS = TableSpec("registry", "versions", ModelVersionsSchema, ("model_name", "version"))
 LINEAGE_EDGES = TableSpec("registry", "lineage_edges", LineageEdgesSchema, ("source", "target", "relation"))
+MODELS = TableSpec("registry", "models", ModelsSchema, ("model_name",))
+ARTIFACTS = TableSpec("registry", "artifacts", ArtifactsSchema, ("registration_id", "artifact_type"))
+ALIASES = TableSpec("registry", "aliases", AliasesSchema, ("model_name", "alias"))
+PRINCIPALS = TableSpec("registry", "principals", PrincipalsSchema, ("name",))
+AUDIT_LOG = TableSpec("registry", "audit_log", AuditLogSchema, ("event_id",))
 INFERENCE_EVENTS = TableSpec("feedback", "inference_events", InferenceEventsSchema, ("event_id",), "day")
 BASELINES = TableSpec("monitoring", "baselines", BaselinesSchema, ("baseline_id",))
 DRIFT_REPORTS = TableSpec("monitoring", "drift_reports", DriftReportsSchema, ("day", "detector"), "day")
@@ -32,8 +49,9 @@ QUARANTINE = TableSpec("quarantine", "rows", QuarantineSchema, ("table", "source
 LAKE_MIGRATIONS = TableSpec("_crucible", "migrations", LakeMigrationsSchema, ("step_id",))
 
 ALL_TABLES: tuple[TableSpec, ...] = (
-    EXAMPLES, SPLITS, TRAINING_RUNS, TRAINING_METRICS, EVAL_RESULTS, EVAL_SUMMARIES, MODEL_VERSIONS,
-    LINEAGE_EDGES, INFERENCE_EVENTS, BASELINES, DRIFT_REPORTS, QUARANTINE,
+    EXAMPLES, SPLITS, TRAINING_RUNS, TRAINING_METRICS, EVAL_RESULTS, EVAL_SUMMARIES, MODELS, MODEL_VERSIONS,
+    ARTIFACTS, LINEAGE_EDGES, ALIASES, PRINCIPALS, AUDIT_LOG, INFERENCE_EVENTS, BASELINES, DRIFT_REPORTS,
+    QUARANTINE, REFERENCE_LOGPROBS,
 )
 
 __all__ = [name for name in dir() if name.isupper()] + ["TableSpec"]

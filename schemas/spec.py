@@ -16,6 +16,7 @@ _ARROW_TYPES = {
     "string": pa_arrow.string(),
     "int64": pa_arrow.int64(),
     "int32": pa_arrow.int32(),
+    "Int64": pa_arrow.int64(),  # a nullable int column (pandas Int64)
     "float64": pa_arrow.float64(),
     "float32": pa_arrow.float32(),
     "bool": pa_arrow.bool_(),

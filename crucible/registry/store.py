@@ -1,45 +1,44 @@
-"""The model registry on the lake: register a checkpoint as the next version, with its lineage."""
+"""The registry's first API, kept for the current asset graph: newest version, register a training run's checkpoint.
+
+Both go through :class:`crucible.registry.registry.Registry`; new code should use it directly (with a
+principal, e.g. ``Registry.for_service``).
+"""
 
 from __future__ import annotations
 
-import json
-
-import pandas as pd
-
 from crucible.lake import DeltaLake
-from crucible.quarantine import StoredTable, store_validated
-from crucible.registry.versions import artifact_sha256, next_version
-from schemas import LINEAGE_EDGES, MODEL_VERSIONS
+from crucible.quarantine import StoredTable
+from crucible.registry.access import Principal
+from crucible.registry.registry import Registry, committed_versions
+from crucible.registry.versions import normalize_stage
+from schemas import MODEL_VERSIONS
+
+# The principal the pre-access-control pipeline acts as until it is given a token of its own.
+PIPELINE = Principal("pipeline:register_checkpoint", frozenset({"trainer"}))
+_DERIVED_BY = {"sft": "fine_tuned_from", "dpo": "dpo_trained_from", "rl": "rl_trained_from",
+               "distill": "distilled_from"}
 
 
 def latest_version(lake: DeltaLake, model_name: str) -> dict | None:
-    versions = lake.read(MODEL_VERSIONS, where={"model_name": model_name})
+    """The newest committed version's row (the ``registry/versions`` columns), None when there is none."""
+    versions = committed_versions(lake, model_name)
     if versions.empty:
         return None
-    return versions.sort_values("version").iloc[-1].to_dict()
+    return versions.iloc[-1].to_dict()
 
 
 def register_checkpoint(lake: DeltaLake, model_name: str, run: dict, metrics: dict[str, float],
-                        stage: str = "candidate") -> tuple[dict, StoredTable]:
-    """Register ``run``'s checkpoint; the same artifact (same sha256) is never registered twice."""
-    sha = artifact_sha256(run["checkpoint_uri"])
-    versions = lake.read(MODEL_VERSIONS, where={"model_name": model_name})
-    same = versions[versions["sha256"] == sha]
-    version = int(same["version"].iloc[0]) if len(same) else next_version(versions["version"].astype(int).tolist())
-    row = {
-        "model_name": model_name, "version": version, "artifact_uri": run["checkpoint_uri"], "sha256": sha,
-        "metrics": json.dumps(metrics, sort_keys=True), "training_run_id": run["run_id"],
-        "dataset": run["dataset"], "dataset_version": int(run["dataset_version"]), "stage": stage,
-        "created_at": same["created_at"].iloc[0] if len(same) else pd.Timestamp.now(tz="UTC"),
-    }
-    stored = store_validated(lake, MODEL_VERSIONS, pd.DataFrame([row]), source=f"training run {run['run_id']}")
-    model_ref = f"model:{model_name}/v{version}"
-    edges = pd.DataFrame([
-        {"source": f"dataset:{run['dataset']}@v{int(run['dataset_version'])}", "target": f"run:{run['run_id']}",
-         "relation": "trained_on"},
-        {"source": f"run:{run['run_id']}", "target": f"checkpoint:{run['checkpoint_uri']}", "relation": "produced"},
-        {"source": f"checkpoint:{run['checkpoint_uri']}", "target": model_ref, "relation": "registered_as"},
-        {"source": f"base:{run['base_model']}", "target": f"run:{run['run_id']}", "relation": "fine_tuned_from"},
-    ])
-    store_validated(lake, LINEAGE_EDGES, edges, source=model_ref)
+                        stage: str = "experiment") -> tuple[dict, StoredTable]:
+    """Register ``run``'s checkpoint; the same weights (same sha256) return the version already registered."""
+    registry = Registry(lake, PIPELINE)
+    registered = registry.register(
+        model_name, {"checkpoint": run["checkpoint_uri"]}, training_run_id=run["run_id"], dataset=run["dataset"],
+        dataset_version=int(run["dataset_version"]), metrics=metrics, recipe_name=run.get("recipe_name"),
+        recipe_hash=run.get("recipe_hash"), base_model=run.get("base_model"),
+        derived_by=_DERIVED_BY.get(run.get("method", "sft"), "fine_tuned_from"),
+        lineage_from=[(f"checkpoint:{run['checkpoint_uri']}", "registered_as")], stage=normalize_stage(stage))
+    versions = committed_versions(lake, model_name)
+    row = versions.loc[versions["version"] == registered.version].iloc[0].to_dict()
+    stored = StoredTable(MODEL_VERSIONS.path, 1, 1, 0, lake.version(MODEL_VERSIONS), [])
     return row, stored
+

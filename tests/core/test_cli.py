@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from crucible.cli import main
 from crucible.lake import DeltaLake
-from schemas import EXAMPLES, QUARANTINE
+from schemas import EVAL_RESULTS, EXAMPLES, QUARANTINE
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "lake_v1"
 
@@ -72,16 +72,29 @@ def test_check_then_restore_a_table_with_a_corrupted_newest_commit(tmp_path):
 def test_migrate_dry_run_then_apply_then_nothing_pending(tmp_path):
     root = tmp_path / "lake"
     shutil.copytree(FIXTURE, root)
-    assert by_table(invoke("lake", "check", "--root", str(root), "--json").output)["quarantine/rows"][
-        "pending_migrations"] == ["quarantine/rows@1->2", "quarantine/rows@2->3"]
+    checked = by_table(invoke("lake", "check", "--root", str(root), "--json").output)
+    assert {table: (t["schema_version"], t["expected_schema_version"], t["pending_migrations"])
+            for table, t in checked.items() if t["pending_migrations"]} == {
+        "evaluation/results": (1, 2, ["evaluation/results@1->2"]),
+        "evaluation/summaries": (1, 2, ["evaluation/summaries@1->2"]),
+        "quarantine/rows": (1, 3, ["quarantine/rows@1->2", "quarantine/rows@2->3"]),
+    }
+    text = invoke("lake", "check", "--root", str(root))
+    assert text.exit_code == 0 and "v1 (code v2)" in text.output and "run `crucible lake migrate`" in text.output
     dry = json.loads(invoke("lake", "migrate", "--dry-run", "--root", str(root), "--json").output)
-    assert [s["status"] for s in dry["steps"]] == ["pending", "pending"]
+    assert [(s["step_id"], s["status"]) for s in dry["steps"]] == [
+        ("evaluation/results@1->2", "pending"), ("evaluation/summaries@1->2", "pending"),
+        ("quarantine/rows@1->2", "pending"), ("quarantine/rows@2->3", "pending")]
     assert DeltaLake(root).stored_schema_version(QUARANTINE) == 1
+    assert DeltaLake(root).stored_schema_version(EVAL_RESULTS) == 1
     applied = invoke("lake", "migrate", "--root", str(root))
     assert applied.exit_code == 0 and "quarantine/rows@2->3" in applied.output
+    assert "evaluation/summaries@1->2" in applied.output
     assert "no pending migrations" in invoke("lake", "migrate", "--root", str(root)).output
-    assert by_table(invoke("lake", "check", "--root", str(root), "--json").output)["quarantine/rows"][
-        "schema_version"] == 3
+    after = by_table(invoke("lake", "check", "--root", str(root), "--json").output)
+    assert (after["quarantine/rows"]["schema_version"], after["evaluation/results"]["schema_version"],
+            after["evaluation/results"]["rows"], after["evaluation/summaries"]["schema_version"]) == (3, 2, 3, 2)
+    assert not any(t["pending_migrations"] for t in after.values())
 
 
 def test_installed_command_checks_a_lake_in_a_real_process(tmp_path):
