@@ -540,7 +540,7 @@ class DeltaLake:
 
         def attempt(loaded: Any) -> None:
             nonlocal written
-            rows = loaded.to_pyarrow_table(filters=filters).to_pandas()
+            rows = _filtered_read(loaded, None, where, filters)
             frame = change(rows)
             written = len(frame)
             if not written:
@@ -631,10 +631,9 @@ class DeltaLake:
                 else:
                     filters.append((column, "=", value))
         try:
-            data = table.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
+            return _filtered_read(table, columns, where, filters)
         except (DeltaError, OSError) as error:
             raise LakeTableError(spec.path, self.uri(spec), f"its data cannot be read ({_first_line(error)})") from error
-        return data.to_pandas()
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -724,3 +723,27 @@ def _commit_problem(path: Path) -> str | None:
         if not isinstance(action, dict) or len(action) != 1:
             return f"line {number} is not a Delta action"
     return None
+
+
+def _filtered_read(table: Any, columns: Sequence[str] | None, where: dict[str, Any] | None,
+                   filters: list | None) -> pd.DataFrame:
+    """``table``'s rows matching ``filters`` (equality/``in`` on ``where``), as pandas.
+
+    A table whose files were written by a merge can mix ``string`` and ``string_view`` columns, and
+    pyarrow has no comparison kernel between the two (deltalake 1.6.6): such a read falls back to
+    filtering the rows in pandas after reading them.
+    """
+    import pyarrow.lib
+
+    wanted = list(columns) if columns else None
+    try:
+        return table.to_pyarrow_table(columns=wanted, filters=filters).to_pandas()
+    except pyarrow.lib.ArrowNotImplementedError:
+        if not where:
+            raise
+    needed = None if wanted is None else list(dict.fromkeys([*wanted, *where]))
+    frame = table.to_pyarrow_table(columns=needed).to_pandas()
+    for column, value in where.items():
+        allowed = list(value) if isinstance(value, list | tuple | set) else [value]
+        frame = frame[frame[column].isin(allowed)]
+    return frame.reset_index(drop=True)[wanted] if wanted else frame.reset_index(drop=True)
