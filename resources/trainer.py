@@ -9,44 +9,30 @@ from pydantic import Field
 
 
 class TrainerResource(dg.ConfigurableResource):
-    """Chooses where training runs; the recipe says what to train.
+    """Where training runs; the recipe says what to train. The choice itself is made by the core
+    (``crucible.train.backends``): this resource only hands over its settings.
 
-    ``device`` overrides the recipe's device (``auto`` picks CUDA when present). ``num_threads``
-    caps torch's CPU threads (0 leaves torch's default).
+    ``device`` overrides the recipe's device and takes precedence over it (``recipe`` keeps the
+    recipe's; ``auto`` picks CUDA when present); a disagreement is logged as a warning.
+    ``num_threads`` caps torch's CPU threads (0 leaves torch's default).
     """
 
     device: Literal["recipe", "auto", "cpu", "cuda"] = "recipe"
     num_threads: int = Field(0, ge=0)
     tinker_api_key: str | None = Field(None, description="Tinker API key (use EnvVar('TINKER_API_KEY')).")
 
+    def settings(self):
+        """The core's view of this trainer (``crucible.train.backends.TrainerSettings``)."""
+        from crucible.train.backends import TrainerSettings
+
+        return TrainerSettings(device=self.device, num_threads=self.num_threads, tinker_api_key=self.tinker_api_key)
+
     def configure(self, recipe):
-        """The recipe as this trainer will run it (device override applied).
+        """The recipe as this trainer will run it (device decided by the core, overrides logged).
 
         A device this machine cannot use (``cuda`` without CUDA) is refused here, before any data is
         read or any model loaded, naming whichever asked for it: the recipe or this resource.
         """
-        from crucible.train.config import resolve_device
+        from crucible.train.backends import configure_recipe
 
-        if self.num_threads:
-            import torch
-
-            torch.set_num_threads(self.num_threads)
-        if self.device != "recipe":
-            recipe = recipe.model_copy(update={
-                "hyperparameters": recipe.hyperparameters.model_copy(update={"device": self.device})})
-        if recipe.backend.kind == "local":
-            who = (f"recipe {recipe.name}" if self.device == "recipe" else
-                   f"TrainerResource(device={self.device!r}), overriding recipe {recipe.name}'s device,")
-            resolve_device(recipe.hyperparameters.device, who=who)
-        return recipe
-
-    def backend_factory(self, recipe):
-        """None for the in-process backend; a factory building the Tinker backend otherwise."""
-        if recipe.backend.kind != "tinker":
-            return None
-        from crucible.train.tinker_backend import TinkerBackend
-
-        def make(model, tokenizer, recipe):
-            return TinkerBackend.from_recipe(recipe, api_key=self.tinker_api_key)
-
-        return make
+        return configure_recipe(recipe, self.settings(), warn=dg.get_dagster_logger().warning)

@@ -19,6 +19,7 @@ from crucible.evaluate.benchmarks import benchmark_spec, evaluate_benchmark
 from crucible.evaluate.gate import GateDecision, gate_decision
 from crucible.lake import DeltaLake
 from crucible.quarantine import StoredTable, store_validated
+from crucible.train.data import RowsNotLoadedError, select_rows
 from schemas import EVAL_RESULTS, EVAL_SUMMARIES, EXAMPLES, TRAINING_RUNS
 
 
@@ -59,13 +60,12 @@ def checkpoint_of(lake: DeltaLake, model_version: str) -> str:
 def benchmark_examples(lake: DeltaLake, benchmark: str) -> tuple[pd.DataFrame, int]:
     """Every row (all splits) of the benchmark's dataset and the examples-table version read."""
     spec = benchmark_spec(benchmark)
-    version = lake.version(EXAMPLES)
-    rows = lake.read(EXAMPLES, where={"dataset": spec.dataset}, version=version) if version >= 0 else pd.DataFrame()
-    if rows.empty:
+    try:
+        return select_rows(lake, spec.dataset)
+    except RowsNotLoadedError:
         raise DatasetNotLoadedError(
             f"benchmark {benchmark} needs dataset {spec.dataset!r} in {EXAMPLES.path}, which has none of its rows: "
-            f"run dataset_ingest_job for partition {spec.dataset!r} first")
-    return rows, version
+            f"run dataset_ingest_job for partition {spec.dataset!r} first") from None
 
 
 def evaluate_version(lake: DeltaLake, model_version: str, benchmark: str, config: Mapping[str, Any] | None = None,

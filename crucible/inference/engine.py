@@ -38,13 +38,15 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Generation:
-    """``completion_tokens`` counts every token generated, the stopping one included."""
+    """``completion_tokens`` counts every token generated, the stopping one included; ``token_ids`` are
+    those tokens (what RL trains on: re-encoding ``text`` need not give back the sampled tokens)."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
     latency_ms: float
+    token_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,8 @@ class InferenceEngine:
         with torch.inference_mode():
             for start in range(0, len(order), size):
                 self._decode_batch(order[start:start + size])
-        return [Generation(p.text or "", len(p.ids), len(p.completion), p.finish_reason, p.latency_ms)
-                for p in prepared]
+        return [Generation(p.text or "", len(p.ids), len(p.completion), p.finish_reason, p.latency_ms,
+                           tuple(p.completion)) for p in prepared]
 
     def chat(self, prompts: Sequence[str], max_new_tokens: int = 64, system: str | None = None) -> list[Generation]:
         """Greedy answers to single-turn user prompts, surrounding whitespace stripped."""

@@ -1,27 +1,24 @@
-"""Metric loggers for training loops: console progress, JSONL file, Weights & Biases, Dagster metadata.
+"""Metric loggers for training loops: console progress, JSONL file, Weights & Biases, an in-memory history.
 
 Every logger implements ``MetricLogger`` (``log(step, metrics)`` and ``close()``); a recipe's
 ``logging`` list picks several at once and :func:`build_loggers` wires them into one ``MultiLogger``.
-Heavy libraries (tqdm, wandb, matplotlib, dagster) are imported only by the logger that needs them.
+Heavy libraries (tqdm, wandb, matplotlib) are imported only by the logger that needs them. The
+history logger returns plain data; ``crucible_assets`` turns it into Dagster metadata.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO, TypeVar
+from typing import Annotated, Any, Literal, TextIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from crucible.train.config import MetricLogger
-
-if TYPE_CHECKING:
-    import dagster
 
 TOKENS_METRIC = "num_tokens"
 """Per-step metric a loop logs with the tokens it processed; the Dagster summary derives tokens/s."""
@@ -58,7 +55,7 @@ class WandbLogging(_Strict):
 
 
 class DagsterLogging(_Strict):
-    """Keeps the metric history in memory and turns it into Dagster asset metadata at the end."""
+    """Keeps the metric history in memory; the training asset shows it as Dagster metadata at the end."""
 
     kind: Literal["dagster"] = "dagster"
     plot: bool = Field(True, description="render a PNG loss curve in the run folder")
@@ -189,12 +186,12 @@ class WandbLogger:
             self._closed = True
 
 
-class DagsterMetadataLogger:
+class MetricHistoryLogger:
     """Collects the metric history in memory; at the end summarises it for the training asset.
 
-    :meth:`summary` returns plain Python (usable anywhere); :meth:`dagster_metadata` converts it to
-    ``dagster.MetadataValue`` objects and is the only place this module imports dagster.
-    Tokens per second is the sum of the per-step ``num_tokens`` metric over the wall time from the
+    :meth:`summary` returns plain, JSON-ready Python (``crucible_assets.metadata.training_metadata``
+    turns it into Dagster metadata), the history as a markdown table included. Tokens per second is
+    the sum of the per-step ``num_tokens`` metric over the wall time from the
     logger's creation to the last ``log`` call.
     """
 
@@ -237,7 +234,8 @@ class DagsterMetadataLogger:
         return self._tokens / elapsed
 
     def summary(self) -> dict[str, Any]:
-        """Final metrics, throughput, history and plot location as JSON-ready Python values."""
+        """Final metrics, throughput, history (records and markdown table) and plot location as
+        JSON-ready Python values; the loss curve exists once the logger is closed."""
         return {
             "last_step": self.history[-1]["step"] if self.history else None,
             "steps_logged": len(self.history),
@@ -247,30 +245,9 @@ class DagsterMetadataLogger:
                 {name: _finite_or_none(value) if name != "step" else value for name, value in record.items()}
                 for record in self.history
             ],
+            "metrics_table": self.markdown_table(),
             "loss_curve_path": str(self.loss_curve_path) if self.loss_curve_path else None,
         }
-
-    def dagster_metadata(self) -> dict[str, dagster.MetadataValue]:
-        """Asset metadata: ``final/<metric>`` floats, ``tokens_per_second``, ``last_step``, a markdown
-        table of the history, the history as JSON, and the loss curve (inline image and file path)."""
-        import dagster as dg
-
-        self.close()
-        summary = self.summary()
-        metadata: dict[str, dg.MetadataValue] = {
-            f"final/{name}": dg.MetadataValue.float(value) for name, value in self.final_metrics().items()
-        }
-        if summary["last_step"] is not None:
-            metadata["last_step"] = dg.MetadataValue.int(summary["last_step"])
-        if summary["tokens_per_second"] is not None:
-            metadata["tokens_per_second"] = dg.MetadataValue.float(summary["tokens_per_second"])
-        metadata["metrics_table"] = dg.MetadataValue.md(self.markdown_table())
-        metadata["metrics_history"] = dg.MetadataValue.json(summary["history"])
-        if self.loss_curve_path is not None:
-            encoded = base64.b64encode(self.loss_curve_path.read_bytes()).decode("ascii")
-            metadata["loss_curve"] = dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{encoded})")
-            metadata["loss_curve_path"] = dg.MetadataValue.path(str(self.loss_curve_path))
-        return metadata
 
     def markdown_table(self) -> str:
         """The history as a markdown table, thinned to at most ``MAX_TABLE_ROWS`` rows (last row kept)."""
@@ -314,6 +291,9 @@ class DagsterMetadataLogger:
         return path
 
 
+DagsterMetadataLogger = MetricHistoryLogger
+"""The logger a recipe's ``kind: dagster`` entry builds (its name in recipes)."""
+
 LoggerT = TypeVar("LoggerT")
 
 
@@ -338,7 +318,7 @@ class MultiLogger:
             raise errors[0]
 
     def get(self, logger_type: type[LoggerT]) -> LoggerT | None:
-        """The first logger of ``logger_type``, e.g. ``get(DagsterMetadataLogger)`` for the asset metadata."""
+        """The first logger of ``logger_type``, e.g. ``get(MetricHistoryLogger)`` for the asset metadata."""
         return next((logger for logger in self.loggers if isinstance(logger, logger_type)), None)
 
 
@@ -376,7 +356,7 @@ def build_loggers(
                 )
             )
         elif isinstance(settings, DagsterLogging):
-            loggers.append(DagsterMetadataLogger(run_dir, plot=settings.plot))
+            loggers.append(MetricHistoryLogger(run_dir, plot=settings.plot))
         else:
             raise TypeError(f"logging: unknown logger settings {settings!r}")
     return MultiLogger(loggers)

@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from crucible.train.backend import Datum, TrainingBackend
-from crucible.train.config import MetricLogger, resolve_device
+from crucible.train.backend import Datum
+from crucible.train.backends import TrainerSettings, configure_recipe, load_model_for, make_backend
+from crucible.train.config import MetricLogger
+from crucible.train.data import RejectedExample
 from crucible.train.recipes import Recipe, save_recipe
 
-
-@dataclass
-class RejectedExample:
-    example_id: str
-    reason: str
+__all__ = ["RejectedExample", "SFTOutcome", "chat_texts", "conversation_datums", "merged_history", "run_sft_recipe"]
 
 
 @dataclass
@@ -36,7 +34,8 @@ class SFTOutcome:
     num_eval: int
     resumed_from_step: int = 0
     rejected: list[RejectedExample] = field(default_factory=list)
-    dagster_metadata: dict[str, Any] = field(default_factory=dict)
+    metric_summary: dict[str, Any] = field(default_factory=dict)
+    """``MetricHistoryLogger.summary()`` when the recipe logs to ``dagster`` (plain data; the asset renders it)."""
 
 
 def conversation_datums(examples: pd.DataFrame, renderer, tokenizer, train_on: str,
@@ -74,37 +73,28 @@ def chat_texts(examples: pd.DataFrame) -> list[str]:
 
 
 def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, *,
-                   make_backend: Callable[[Any, Any, Recipe], TrainingBackend] | None = None,
-                   extra_loggers: Sequence[MetricLogger] = (), eval_fraction: float = 0.1,
-                   resume: bool = False) -> SFTOutcome:
+                   trainer: TrainerSettings | None = None, extra_loggers: Sequence[MetricLogger] = (),
+                   eval_fraction: float = 0.1, resume: bool = False) -> SFTOutcome:
     """Fine-tune ``recipe.base_model`` on ``examples`` (ExamplesSchema rows) and save an HF checkpoint.
 
     With ``resume`` the run continues from the newest resumable checkpoint in ``run_dir`` (a run
-    that was killed), ending exactly where an uninterrupted run would have.
+    that was killed), ending exactly where an uninterrupted run would have. ``trainer`` carries the
+    machine's settings (device override, Tinker key); the backend is chosen by ``make_backend``.
     """
-    from crucible.train.local_backend import LocalBackend
-    from crucible.train.loggers import DagsterMetadataLogger, MultiLogger, build_loggers
-    from crucible.train.models import load_model_and_tokenizer
+    from crucible.train.loggers import MetricHistoryLogger, MultiLogger, build_loggers
     from crucible.train.renderers import get_renderer
     from crucible.train.sft import run_sft
 
     if examples.empty:
         raise ValueError(f"recipe {recipe.name}: no examples of {recipe.dataset.name}/{recipe.dataset.split} to train on")
+    trainer = trainer or TrainerSettings()
+    recipe = configure_recipe(recipe, trainer)  # refuses an unusable device before anything is loaded
     hp = recipe.hyperparameters
-    if recipe.backend.kind == "local" and make_backend is None:
-        resolve_device(hp.device, who=f"recipe {recipe.name}")  # refuse an unusable device before loading
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / "recipe.yaml")
 
-    if recipe.backend.kind == "tinker":
-        # The service holds the weights: only the tokenizer is needed here.
-        from transformers import AutoTokenizer
-
-        model, tokenizer = None, AutoTokenizer.from_pretrained(recipe.base_model.name_or_path)
-    else:
-        model, tokenizer = load_model_and_tokenizer(recipe.base_model, tokenizer_texts=chat_texts(examples),
-                                                    seed=hp.seed)
+    model, tokenizer = load_model_for(recipe, tokenizer_texts=chat_texts(examples))
     renderer_name = recipe.renderer
     if renderer_name == "auto":
         renderer_name = recipe.base_model.name_or_path or "chatml"
@@ -119,8 +109,7 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     eval_data = [datums[i] for i in order[:num_eval]]
     train_data = [datums[i] for i in order[num_eval:]]
 
-    backend = make_backend(model, tokenizer, recipe) if make_backend else LocalBackend.from_hyperparameters(
-        model, tokenizer, hp)
+    backend = make_backend(recipe, model, tokenizer, trainer)
     loggers = build_loggers(recipe.logging, run_dir, total_steps=hp.max_steps, run_name=recipe.name,
                             run_config=recipe.model_dump(mode="json"))
     all_loggers = MultiLogger([*loggers.loggers, *extra_loggers])
@@ -129,10 +118,10 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
                          loggers=all_loggers.loggers, resume_from="latest" if resume else None)
     finally:
         all_loggers.close()
-    dagster_logger = loggers.get(DagsterMetadataLogger)
+    history_logger = loggers.get(MetricHistoryLogger)
     return SFTOutcome(
         checkpoint_dir=str(result.checkpoint_dir), steps=result.steps, final_loss=result.final_loss,
         tokens_per_second=result.tokens_per_second, history=merged_history(result), num_train=len(train_data),
         num_eval=len(eval_data), resumed_from_step=result.resumed_from_step, rejected=rejected,
-        dagster_metadata=dagster_logger.dagster_metadata() if dagster_logger else {},
+        metric_summary=history_logger.summary() if history_logger else {},
     )

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crucible.train.config import ModelSpec, TrainingHyperparameters
 from crucible.train.loggers import ConsoleLogging, LoggerSettings
 from crucible.train.renderers.base import TrainOn
+from crucible.train.rewards import GSM8KReward, RewardSpec
 
 RECIPES_DIR_ENV = "CRUCIBLE_RECIPES_DIR"
 
@@ -64,12 +65,84 @@ class TinkerBackendSettings(_Strict):
 BackendSettings = Annotated[LocalBackendSettings | TinkerBackendSettings, Field(discriminator="kind")]
 
 
+class DistillSettings(_Strict):
+    """Token-level distillation from a teacher's logits, or sequence-level from its generations."""
+
+    teacher: str = Field("latest_sft", min_length=1,
+                         description="'latest_sft' (the newest SFT run), a training run id, a checkpoint folder "
+                                     "or a Hugging Face model name")
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = Field(0.5, ge=0.0, le=1.0, description="generalized JSD weight: 0 = forward KL, 1 = reverse KL")
+    temperature: float = Field(1.0, gt=0.0, description="softmax temperature of the loss and of sampling")
+    alpha: float = Field(0.0, ge=0.0, le=1.0, description="weight of cross-entropy on the labels in the loss")
+    mode: Literal["off_policy", "on_policy", "sequence"] = "off_policy"
+    max_new_tokens: int = Field(64, ge=1, description="completion length sampled in on-policy and sequence modes")
+
+
+class RLSettings(_Strict):
+    """GRPO: sample ``group_size`` completions per prompt, reward them, and take clipped policy-gradient steps
+    on group-relative advantages (``hyperparameters.batch_size`` prompts per step)."""
+
+    group_size: int = Field(8, ge=2, description="completions sampled per prompt")
+    epsilon_low: float = Field(0.2, ge=0.0, lt=1.0, description="ratio clipped below at 1 - epsilon_low")
+    epsilon_high: float = Field(0.28, ge=0.0, description="ratio clipped above at 1 + epsilon_high")
+    kl_beta: float = Field(0.0, ge=0.0, description="weight of the k3 KL penalty to the starting policy; 0 = none")
+    scale_rewards: bool = Field(True, description="divide advantages by the group's reward std")
+    passes: int = Field(1, ge=1, description="optimizer steps on each sampled batch")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature (also applied to the log-probs)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(64, ge=1, description="completion length limit")
+    loss_normalization: Literal["token", "sequence"] = Field(
+        "token", description="token: mean over all completion tokens; sequence: mean of per-completion means")
+    micro_batch_size: int | None = Field(None, ge=1, description="completions per forward pass; None = all")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [GSM8KReward()], min_length=1)
+    parent_run_id: str | None = Field(None, description="SFT run to start from; None = the newest SFT run")
+
+    @field_validator("rewards", mode="before")
+    @classmethod
+    def _reward_shorthand(cls, value: Any) -> Any:
+        # `- gsm8k` in YAML means that reward with weight 1.
+        if isinstance(value, list):
+            return [{"kind": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_reward_names(self) -> RLSettings:
+        labels = [reward.label for reward in self.rewards]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"rewards: give each reward of the same kind its own 'name', repeated: {repeated}")
+        return self
+
+
+class DPOSettings(_Strict):
+    """Direct preference optimisation on (prompt, chosen, rejected) pairs against a fixed reference policy."""
+
+    beta: float = Field(0.1, gt=0.0, description="strength of the pull towards the reference (IPO: its tau)")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5,
+                                   description="probability that a label is flipped (conservative DPO; sigmoid only)")
+    reference: Literal["cached", "frozen"] = Field(
+        "cached", description="cached: reference log-probs computed once and stored in training/reference_logprobs; "
+                              "frozen: a frozen copy of the starting model scores every batch")
+    parent_run_id: str | None = Field(None, description="SFT run to start from; None = the newest SFT run")
+    pairs_table: str | None = Field(None, description="read pairs (prompt|messages, chosen, rejected columns) from "
+                                                      "this lake table, e.g. 'feedback/preference_pairs', instead of "
+                                                      "datasets/examples")
+
+    @model_validator(mode="after")
+    def _smoothing_needs_sigmoid(self) -> DPOSettings:
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            raise ValueError(f"label_smoothing applies to loss_type 'sigmoid' only, not {self.loss_type!r}")
+        return self
+
+
 class Recipe(_Strict):
     """One training experiment, as written in ``recipes/<name>.yaml``."""
 
     name: str = Field(min_length=1)
     description: str = ""
-    method: Literal["sft"] = Field("sft", description="training method; dpo, rl and distill come later")
+    method: Literal["sft", "dpo", "rl", "distill"] = Field("sft", description="training method")
     base_model: ModelSpec
     dataset: DatasetSettings
     renderer: str = Field("auto", min_length=1, description="chat format name, or 'auto' from the model")
@@ -77,6 +150,9 @@ class Recipe(_Strict):
     hyperparameters: TrainingHyperparameters = Field(default_factory=TrainingHyperparameters)
     logging: list[LoggerSettings] = Field(default_factory=lambda: [ConsoleLogging()])
     backend: BackendSettings = Field(default_factory=LocalBackendSettings)
+    distill: DistillSettings | None = Field(None, description="settings of method 'distill'")
+    rl: RLSettings | None = Field(None, description="settings of method 'rl'")
+    dpo: DPOSettings | None = Field(None, description="settings of method 'dpo'")
 
     @field_validator("logging", mode="before")
     @classmethod
@@ -102,6 +178,30 @@ class Recipe(_Strict):
         duplicates = sorted({kind for kind in kinds if kinds.count(kind) > 1})
         if duplicates:
             raise ValueError(f"logging: each logger kind may appear once, repeated: {duplicates}")
+        return self
+
+    @model_validator(mode="after")
+    def _distill_section_matches_method(self) -> Recipe:
+        if self.distill is not None and self.method != "distill":
+            raise ValueError(f"distill: settings for method 'distill', but method is {self.method!r}")
+        if self.method == "distill" and self.distill is None:
+            self.distill = DistillSettings()
+        return self
+
+    @model_validator(mode="after")
+    def _rl_section_matches_method(self) -> Recipe:
+        if self.rl is not None and self.method != "rl":
+            raise ValueError(f"rl: settings for method 'rl', but method is {self.method!r}")
+        if self.method == "rl" and self.rl is None:
+            self.rl = RLSettings()
+        return self
+
+    @model_validator(mode="after")
+    def _dpo_section_matches_method(self) -> Recipe:
+        if self.dpo is not None and self.method != "dpo":
+            raise ValueError(f"dpo: settings for method 'dpo', but method is {self.method!r}")
+        if self.method == "dpo" and self.dpo is None:
+            self.dpo = DPOSettings()
         return self
 
 

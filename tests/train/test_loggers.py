@@ -122,9 +122,12 @@ def test_dagster_logger_summarises_history_and_plots_the_loss(tmp_path: Path) ->
 def test_dagster_metadata_values(tmp_path: Path) -> None:
     import dagster as dg
 
+    from crucible_assets.metadata import training_metadata
+
     logger = DagsterMetadataLogger(tmp_path)
     feed(logger)
-    metadata = logger.dagster_metadata()
+    logger.close()
+    metadata = training_metadata(logger.summary())
 
     assert metadata["final/loss"] == dg.MetadataValue.float(1.5)
     assert metadata["last_step"] == dg.MetadataValue.int(3)

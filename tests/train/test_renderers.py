@@ -4,6 +4,7 @@ plus loss weights, train-on modes, truncation, parsing and stop sequences."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -80,6 +81,26 @@ class TekkenAdapter:
         return self.tekkenizer.decode(ids, special_token_policy=SpecialTokenPolicy.KEEP)
 
 
+class SentencePieceAdapter:
+    """mistral-common's SentencePiece tokenizer as a Hugging Face one encodes a text fragment: a
+    control marker is one id, and a leading space is the word-start ``▁`` SentencePiece writes
+    anyway (the Metaspace pre-tokenizer with ``prepend_scheme="first"``), not a second one."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def encode(self, text, add_special_tokens=False):
+        if text in ("<s>", "</s>") or (text.startswith("[") and text.endswith("]") and text.isupper()):
+            return [self.tokenizer.get_special_token(text)]
+        return self.tokenizer.encode(text.removeprefix(" "), bos=False, eos=False)
+
+    def decode(self, ids, skip_special_tokens=False):
+        from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+
+        # Kept control tokens make mistral-common join raw pieces: turn word starts back into spaces.
+        return self.tokenizer.decode(ids, special_token_policy=SpecialTokenPolicy.KEEP).replace("▁", " ")
+
+
 @pytest.fixture(scope="module")
 def llama_tokenizer():
     return LlamaTokenizerAdapter()
@@ -104,6 +125,19 @@ def mistral_reference():
 
     path = os.path.join(os.path.dirname(mistral_common.__file__), "data", "tekken_240911.json")
     return MistralTokenizer.from_file(path, mode=ValidationMode.finetuning)
+
+
+@functools.cache
+def mistral_common_tokenizer(filename, mode="finetuning"):
+    """One of the instruct tokenizers mistral-common ships (read offline from its package data);
+    ``finetuning`` mode encodes conversations ending on an assistant turn, ``test`` on a user turn."""
+    mistral_common = pytest.importorskip("mistral_common")
+    pytest.importorskip("sentencepiece")  # mistral-common reads .model files through it
+    from mistral_common.protocol.instruct.validator import ValidationMode
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    path = os.path.join(os.path.dirname(mistral_common.__file__), "data", filename)
+    return MistralTokenizer.from_file(path, mode=ValidationMode(mode))
 
 
 def weighted_text(tokenizer, token_ids, weights):
@@ -206,6 +240,55 @@ def test_mistral_tokens_match_mistral_common(mistral_reference, messages, tools)
     assert tokens == reference.tokens
     tokens, weights = build_supervised_example(renderer, tokenizer, messages, tools=tools)
     assert weighted_text(tokenizer, tokens, weights) == [messages[-1]["content"] + "</s>"]
+
+
+MISTRAL_SENTENCEPIECE = {
+    "mistral_v3": ("mistral_instruct_tokenizer_240323.model.v3", "mistralai/Mistral-7B-Instruct-v0.3"),
+    "mistral_v7": ("mistral_instruct_tokenizer_241114.model.v7", "mistralai/Mistral-Large-Instruct-2411"),
+}
+
+
+@pytest.mark.parametrize("version", sorted(MISTRAL_SENTENCEPIECE))
+@pytest.mark.parametrize(
+    ("messages", "tools"),
+    [(CHAT, None), ([CHAT[0], CHAT[1], CHAT[2], *TOOL_CHAT], [WEATHER_TOOL])],
+    ids=["multi_turn", "tool_call"],
+)
+def test_mistral_sentencepiece_tokens_match_mistral_common(version, messages, tools):
+    filename, model = MISTRAL_SENTENCEPIECE[version]
+    reference = mistral_common_tokenizer(filename)
+    expected = reference.encode_chat_completion(to_mistral_request(messages, tools))
+    tokenizer = SentencePieceAdapter(reference.instruct_tokenizer.tokenizer)
+    renderer = get_renderer(model)
+    assert renderer.name == version
+    tokens, _ = build_supervised_example(renderer, tokenizer, messages, train_on=TrainOn.ALL_TOKENS, tools=tools)
+    assert tokens == expected.tokens
+    tokens, weights = build_supervised_example(renderer, tokenizer, messages, tools=tools)
+    assert weighted_text(tokenizer, tokens, weights) == [" " + messages[-1]["content"] + "</s>"]
+
+
+def test_mistral_v3_and_v7_text_as_their_templates_write_it():
+    # v3 (mistralai/Mistral-7B-Instruct-v0.3 chat_template): "[INST] " with a space, the system
+    # prompt in the last user turn; v7 (mistralai/Mistral-Large-Instruct-2411): "[SYSTEM_PROMPT] ".
+    assert get_renderer("mistral_v3").render_text(CHAT) == (
+        "<s>[INST] Hi there[/INST] Hello!</s>[INST] Be brief.\n\nWhat is 2+2?[/INST] 4</s>"
+    )
+    assert get_renderer("mistral_v7").render_text(CHAT) == (
+        "<s>[SYSTEM_PROMPT] Be brief.[/SYSTEM_PROMPT][INST] Hi there[/INST] Hello!</s>"
+        "[INST] What is 2+2?[/INST] 4</s>"
+    )
+
+
+@pytest.mark.parametrize("version", sorted(MISTRAL_SENTENCEPIECE))
+def test_mistral_sentencepiece_prompt_matches_mistral_common_at_inference(version):
+    reference = mistral_common_tokenizer(MISTRAL_SENTENCEPIECE[version][0], mode="test")
+    expected = reference.encode_chat_completion(to_mistral_request(CHAT[:4], None))
+    tokenizer = SentencePieceAdapter(reference.instruct_tokenizer.tokenizer)
+    renderer = get_renderer(version)
+    prompt = renderer.render_text(CHAT[:4], add_generation_prompt=True)
+    assert renderer.encode(tokenizer, prompt) == expected.tokens
+    completion = renderer.encode(tokenizer, " 4</s>")
+    assert renderer.parse_response(completion, tokenizer) == {"role": "assistant", "content": "4"}
 
 
 # --- ChatML against SmolLM2's own template ----------------------------------------------------
@@ -434,6 +517,68 @@ def test_deepseek_v3_parse_tool_calls():
                       "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
 
 
+# --- DeepSeek V3.1: expected strings from deepseek-ai/DeepSeek-V3.1 chat_template ----------------
+
+
+def test_deepseek_v3_1_history_keeps_only_the_answer_and_no_trailing_tag():
+    # V3.1 template: "<｜Assistant｜></think>" opens each answer to a user turn, an earlier answer
+    # keeps only its text after "</think>", and a final user turn gets no tag without a
+    # generation prompt (V3 added "<｜Assistant｜>").
+    renderer = get_renderer("deepseek-ai/DeepSeek-V3.1")
+    messages = [CHAT[0], CHAT[1], {**CHAT[2], "content": "Greet back.</think>Hello!"}, *CHAT[3:]]
+    assert renderer.render_text(messages) == (
+        "<｜begin▁of▁sentence｜>Be brief.<｜User｜>Hi there<｜Assistant｜></think>Hello!<｜end▁of▁sentence｜>"
+        "<｜User｜>What is 2+2?<｜Assistant｜></think>4<｜end▁of▁sentence｜>"
+    )
+    assert renderer.render_text(CHAT[:2]) == "<｜begin▁of▁sentence｜>Be brief.<｜User｜>Hi there"
+    assert renderer.render_text(CHAT[:2], add_generation_prompt=True).endswith("Hi there<｜Assistant｜></think>")
+
+
+def test_deepseek_v3_1_thinking_switch():
+    # thinking=True: the generation prompt opens "<think>"; the model writes "reasoning</think>answer".
+    thinking = get_renderer("deepseek_v3_1", thinking=True)
+    assert thinking.render_text(CHAT[1:2], add_generation_prompt=True) == (
+        "<｜begin▁of▁sentence｜><｜User｜>Hi there<｜Assistant｜><think>"
+    )
+    messages = [CHAT[1], {**CHAT[2], "thinking": "Greet back."}, CHAT[3], {**CHAT[4], "thinking": "Add."}]
+    assert thinking.render_text(messages) == (
+        "<｜begin▁of▁sentence｜><｜User｜>Hi there<｜Assistant｜></think>Hello!<｜end▁of▁sentence｜>"
+        "<｜User｜>What is 2+2?<｜Assistant｜><think>Add.</think>4<｜end▁of▁sentence｜>"
+    )
+    rendered = thinking.render_message(messages, 3)
+    assert (rendered.prefix, rendered.content) == ("<｜Assistant｜><think>", "Add.</think>4")
+    # Without the switch reasoning is never rendered, as in the template.
+    assert get_renderer("deepseek_v3_1").render_text(messages).endswith("<｜Assistant｜></think>4<｜end▁of▁sentence｜>")
+
+
+def test_deepseek_v3_1_tool_calls_and_outputs():
+    renderer = get_renderer("deepseek_v3_1")
+    assert renderer.render_text(TOOL_CHAT) == (
+        "<｜begin▁of▁sentence｜><｜User｜>Weather in Paris?<｜Assistant｜></think><｜tool▁calls▁begin｜>"
+        '<｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Paris"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>'
+        "<｜end▁of▁sentence｜><｜tool▁output▁begin｜>sunny<｜tool▁output▁end｜>It is sunny.<｜end▁of▁sentence｜>"
+    )
+    # After tool output the template adds nothing: the model continues straight on.
+    assert renderer.render_text(TOOL_CHAT[:3], add_generation_prompt=True).endswith("sunny<｜tool▁output▁end｜>")
+
+
+# --- Gemma 2: expected strings from google/gemma-2-*-it chat_template ------------------------------
+
+
+def test_gemma2_refuses_a_system_message_and_renders_turns_like_gemma3():
+    renderer = get_renderer("google/gemma-2-9b-it")
+    assert renderer.name == "gemma2"
+    assert renderer.render_text(CHAT[1:3], add_generation_prompt=False) == (
+        "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
+    )
+    assert renderer.render_text(CHAT[1:2], add_generation_prompt=True) == (
+        "<bos><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
+    )
+    with pytest.raises(ValueError, match="message 0 is a system message, which Gemma 2's chat template refuses"):
+        renderer.render_text(CHAT)
+    assert get_renderer("google/gemma-3-4b-it").render_text(CHAT).startswith("<bos><start_of_turn>user\nBe brief.")
+
+
 # --- Kimi K2: expected strings from moonshotai/Kimi-K2-Instruct chat_template.jinja --------------
 
 
@@ -543,6 +688,54 @@ def test_tool_call_round_trip(name):
     assert parsed["tool_calls"][0]["arguments"] == message["tool_calls"][0]["arguments"]
 
 
+ANSWER = {"role": "assistant", "content": "4"}
+THOUGHT = {"role": "assistant", "content": "4", "thinking": "2+2 is 4."}
+CALL = {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
+CALL_WITH_ID = {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": "abcdefghi"}]}
+# Every renderer, with the messages its format can carry: content, reasoning, tool calls.
+ROUND_TRIPS = {
+    "llama3": [ANSWER, CALL],
+    "qwen3": [ANSWER, THOUGHT, CALL, {**THOUGHT, **CALL, "content": "Let me check."}],
+    "qwen3_disable_thinking": [ANSWER],
+    "deepseek_v3": [ANSWER, CALL],
+    "deepseek_v3_1": [ANSWER, CALL, {**ANSWER, "content": "Checking."}],
+    "deepseek_v3_1/thinking": [THOUGHT, {**THOUGHT, **CALL}],
+    "kimi_k2": [ANSWER, {**CALL, "tool_calls": [{**CALL["tool_calls"][0], "id": "functions.get_weather:0"}]}],
+    "mistral": [ANSWER, CALL_WITH_ID],
+    "mistral_v3": [ANSWER, CALL_WITH_ID],
+    "mistral_v7": [ANSWER, CALL_WITH_ID],
+    "gemma": [ANSWER],
+    "gemma2": [ANSWER],
+    "gpt_oss": [ANSWER, THOUGHT, CALL],
+    "chatml": [ANSWER, CALL],
+    "smollm2": [ANSWER, CALL],
+    "role_colon": [ANSWER],
+}
+
+
+def test_every_renderer_has_a_round_trip():
+    from crucible.train.renderers import RENDERERS
+
+    assert set(RENDERERS) <= {name.split("/")[0] for name in ROUND_TRIPS}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [(name, message) for name, messages in ROUND_TRIPS.items() for message in messages],
+    ids=[f"{name}-{i}" for name, messages in ROUND_TRIPS.items() for i in range(len(messages))],
+)
+def test_render_then_parse_gives_the_message_back(name, message):
+    # The training text is the generation prompt plus the completion, and parsing the completion
+    # (cut at the stop sequence as sampling would) recovers the message.
+    base, _, mode = name.partition("/")
+    renderer = get_renderer(base, **({"thinking": True} if mode == "thinking" else {}))
+    question = {"role": "user", "content": "What is 2+2?"}
+    prompt = renderer.render_text([question], add_generation_prompt=True)
+    full = renderer.render_text([question, message])
+    assert full.startswith(prompt)
+    assert renderer.parse_response(full[len(prompt):]) == message
+
+
 def test_role_colon_for_base_models():
     renderer = get_renderer("role_colon")
     assert renderer.render_text(CHAT[1:3]) == "User: Hi there\n\nAssistant: Hello!\n\n"
@@ -558,6 +751,11 @@ def test_role_colon_for_base_models():
         ("Qwen/Qwen2.5-7B-Instruct", "chatml"),
         ("HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2"),
         ("deepseek-ai/DeepSeek-V3", "deepseek_v3"),
+        ("deepseek-ai/DeepSeek-V3.1", "deepseek_v3_1"),
+        ("mistralai/Mistral-7B-Instruct-v0.3", "mistral_v3"),
+        ("mistralai/Mixtral-8x22B-Instruct-v0.1", "mistral_v3"),
+        ("mistralai/Mistral-Large-Instruct-2411", "mistral_v7"),
+        ("google/gemma-2-2b-it", "gemma2"),
         ("moonshotai/Kimi-K2-Instruct", "kimi_k2"),
         ("mistralai/Mistral-Nemo-Instruct-2407", "mistral"),
         ("google/gemma-3-4b-it", "gemma"),

@@ -1,5 +1,5 @@
-"""Gemma chat format, following the chat template of google/gemma-3 instruct models: the
-system prompt opens the first user turn, and content is trimmed."""
+"""Gemma chat formats, following the chat templates of google/gemma-3 instruct models (the system
+prompt opens the first user turn, content is trimmed) and google/gemma-2 ones (no system prompt)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,20 @@ class GemmaRenderer(Renderer):
 
     def parse_assistant_text(self, text: str) -> Message:
         return {"role": "assistant", "content": text.strip()}
+
+
+class Gemma2Renderer(GemmaRenderer):
+    """Gemma 2 (google/gemma-2-*-it): the same turns as Gemma 3, but its template refuses a system
+    message instead of folding it into the first user turn."""
+
+    name = "gemma2"
+
+    def render_message(
+        self, messages: Sequence[Message], index: int, tools: Sequence[dict] | None = None
+    ) -> RenderedMessage:
+        if messages[index]["role"] == "system":
+            raise ValueError(
+                f"gemma2 renderer: message {index} is a system message, which Gemma 2's chat template refuses "
+                "('System role not supported'); put the instructions into the first user turn, or use the "
+                "gemma renderer (Gemma 3 folds a system prompt into the first user turn)")
+        return super().render_message(messages, index, tools)
