@@ -1,0 +1,117 @@
+"""Training assets: a student checkpoint distilled from a teacher run, with its lineage, and its job."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from crucible.quarantine import store_validated
+from crucible.train.config import DeviceUnavailableError
+from crucible.train.data import (
+    RowsNotLoadedError,
+    build_run_row,
+    data_source,
+    new_run_id,
+    quarantine_rejected,
+    select_rows,
+)
+from crucible.train.distill import (
+    VocabularyMismatchError,
+    distillation_lineage,
+    resolve_teacher,
+    run_distill_recipe,
+)
+from crucible.train.recipes import DistillSettings, RecipeError, apply_overrides, load_recipe
+from crucible.train.runs import record_run
+from crucible_assets.datasets.assets import examples
+from crucible_assets.metadata import table_metadata, training_metadata
+from crucible_assets.training.assets import sft_checkpoint
+from crucible_assets.training.config import HyperparameterOverrides, optional_overrides
+from resources.lake import LakeResource
+from resources.trainer import TrainerResource
+from schemas import LINEAGE_EDGES
+
+DistillOverrides = optional_overrides(DistillSettings, "DistillOverrides")
+
+
+class DistillConfig(dg.Config):
+    """Which distillation recipe to run, and what to change in it."""
+
+    recipe: str = Field("distill_tiny", description="Recipe name under recipes/, or a path to a YAML file.")
+    distill: DistillOverrides = Field(default_factory=DistillOverrides)
+    hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
+    dataset_limit: int | None = Field(None, ge=1,
+                                      description="Use at most this many examples (recipe default when unset).")
+    overrides: dict = Field(default_factory=dict, description="Any other recipe field by dotted key.")
+    trigger_reason: str = "manual"
+
+    def recipe_overrides(self) -> dict:
+        chosen = {f"distill.{k}": v for k, v in self.distill.model_dump(exclude_none=True).items()}
+        chosen |= {f"hyperparameters.{k}": v for k, v in self.hyperparameters.model_dump(exclude_none=True).items()}
+        if self.dataset_limit is not None:
+            chosen["dataset.limit"] = self.dataset_limit
+        return {**chosen, **self.overrides}
+
+
+def lineage_frame(edges: list[dict], created_by: str) -> pd.DataFrame:
+    """Edges as rows of the lineage table, whichever optional columns its schema has."""
+    extra = {"registration_id": None, "created_by": created_by, "created_at": pd.Timestamp.now(tz="UTC")}
+    return pd.DataFrame([{c: edge.get(c, extra.get(c)) for c in LINEAGE_EDGES.columns} for edge in edges])
+
+
+@dg.asset(
+    key=["training", "distilled_checkpoint"], deps=[examples, sft_checkpoint], group_name="training",
+    kinds={"pytorch", "huggingface", "deltalake"}, owners=["team:ml-platform"],
+    description="Distils a teacher (by default the newest SFT run) into the recipe's smaller student on the "
+                "recipe's dataset; records the run (method 'distill'), its metrics and lineage (teacher "
+                "-[distilled_from]-> run, dataset@version -[trained_on]-> run).",
+)
+def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillConfig, lake: LakeResource,
+                         trainer: TrainerResource) -> dg.MaterializeResult:
+    store = lake.lake()
+    try:
+        recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
+        if recipe.method != "distill":
+            raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; this asset runs 'distill' recipes")
+        teacher = resolve_teacher(recipe.distill.teacher, store)
+        dataset = recipe.dataset
+        rows, version = select_rows(store, dataset.name, dataset.split, dataset.limit, dataset.table_version,
+                                    recipe=recipe.name)
+    except (RecipeError, DeviceUnavailableError, RowsNotLoadedError, LookupError, FileNotFoundError) as error:
+        raise dg.Failure(f"training/distilled_checkpoint: {error}") from None
+    run_id = new_run_id("distill")
+    started = pd.Timestamp.now(tz="UTC")
+    try:
+        outcome = run_distill_recipe(recipe, rows, lake.artifact_dir("runs", run_id), teacher,
+                                     trainer=trainer.settings())
+    except VocabularyMismatchError as error:
+        raise dg.Failure(f"training/distilled_checkpoint: {error}") from None
+    quarantine_rejected(store, "distill", outcome.rejected, data_source(dataset.name, dataset.split, version))
+    run = build_run_row(
+        run_id, recipe, dataset=dataset.name, dataset_version=version, steps=outcome.steps,
+        final_loss=outcome.final_loss, tokens_per_second=outcome.tokens_per_second,
+        checkpoint_uri=outcome.checkpoint_dir, started_at=started, method="distill", base_model=outcome.student,
+        trigger_reason=config.trigger_reason)
+    stored_run, stored_metrics = record_run(store, run, outcome.history)
+    edges = store_validated(store, LINEAGE_EDGES, lineage_frame(
+        distillation_lineage(run_id, teacher, dataset.name, version), "training/distilled_checkpoint"),
+        source=f"training run {run_id}")
+    context.log.info("run %s: distilled %s into %s, eval KL %s -> %s", run_id, teacher.name, outcome.student,
+                     outcome.eval_kl_before, outcome.eval_kl_after)
+    return dg.MaterializeResult(metadata={
+        **training_metadata(outcome.metric_summary), **table_metadata(stored_run), "run_id": run_id,
+        "checkpoint": dg.MetadataValue.path(outcome.checkpoint_dir), "recipe": recipe.name,
+        "recipe_hash": run["recipe_hash"], "student": outcome.student, "teacher": teacher.node,
+        "teacher_run_id": teacher.run_id or "", "teacher_checkpoint": teacher.location,
+        "loss": recipe.distill.loss, "mode": recipe.distill.mode, "dataset": f"{dataset.name}/{dataset.split}",
+        "dataset_table_version": version, "train_examples": outcome.num_train, "eval_examples": outcome.num_eval,
+        "rejected_examples": len(outcome.rejected), "eval_kl_before": outcome.eval_kl_before,
+        "eval_kl_after": outcome.eval_kl_after, "final_loss": outcome.final_loss,
+        "tokens_per_second": outcome.tokens_per_second, "metrics_rows": stored_metrics.accepted,
+        "lineage_edges": edges.accepted, "trigger_reason": config.trigger_reason,
+    })
+
+
+distillation_workflow_job = dg.define_asset_job(
+    "distillation_workflow_job", selection=dg.AssetSelection.assets(distilled_checkpoint),
+    description="Distil the newest SFT run (or the teacher set in the launchpad) into a smaller student.",
+)
