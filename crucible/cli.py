@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from crucible.lake import DeltaLake, LakeTableError, TableHealth, TableVersionError, default_lake_root
 
@@ -137,4 +138,472 @@ def migrate(dry_run: bool, root: str | None, as_json: bool) -> None:
         table.add_column(column, overflow="fold")
     for outcome in outcomes:
         table.add_row(outcome.step_id, outcome.status, str(outcome.table_version), outcome.description)
+    Console(width=160).print(table)
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+_TOKEN_HELP = "Registry token of the acting principal (default: $CRUCIBLE_REGISTRY_TOKEN)."
+_REF_HELP = "REF is MODEL (its newest version), MODEL/vN, MODEL@ALIAS or MODEL@STAGE."
+
+
+def _registry_errors() -> tuple[type[BaseException], ...]:
+    """What the registry raises for a mistake of the caller: printed as one clear message, exit status 1."""
+    from crucible.registry.access import AccessDenied, AuthenticationError
+    from crucible.registry.lineage import LineageCycleError
+    from crucible.registry.query import QuerySyntaxError
+    from crucible.registry.registry import VersionNotFound
+    from crucible.registry.storage import ArtifactIntegrityError, HubUnreachableError
+    from crucible.registry.versions import InvalidTransition
+
+    return (AccessDenied, AuthenticationError, VersionNotFound, InvalidTransition, QuerySyntaxError,
+            LineageCycleError, ArtifactIntegrityError, HubUnreachableError, LookupError, ValueError, TypeError,
+            FileNotFoundError, LakeTableError)
+
+
+class _RegistryGroup(click.Group):
+    """Runs each subcommand with the registry's errors turned into ``Error: <message>`` and no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except _registry_errors() as error:
+            raise click.ClickException(str(error)) from None
+
+
+def _registry_options(command):
+    command = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(command)
+    return click.option("--root", help=_ROOT_HELP)(command)
+
+
+def _token_option(command):
+    return click.option("--token", envvar="CRUCIBLE_REGISTRY_TOKEN", show_envvar=True, help=_TOKEN_HELP)(command)
+
+
+def _plain_row(table: Table, *cells: object) -> None:
+    """A row shown as written: names, URIs and JSON are never read as rich markup."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells))
+
+
+def _reader(root: str | None):
+    """The registry for reading (every role may read, so no token is needed)."""
+    from crucible.registry.access import Principal
+    from crucible.registry.registry import Registry
+
+    return Registry(_lake(root), Principal("cli-reader", frozenset({"viewer"})))
+
+
+def _acting(root: str | None, token: str | None, store=None, create_lake: bool = False):
+    """The registry as the principal ``token`` belongs to."""
+    from crucible.registry.access import AuthenticationError
+    from crucible.registry.registry import Registry
+
+    if not token:
+        raise click.ClickException("this command changes the registry: pass --token or set CRUCIBLE_REGISTRY_TOKEN "
+                                   "(an admin creates tokens with `crucible registry principal create`)")
+    lake_ = DeltaLake(root or default_lake_root()) if create_lake else _lake(root)
+    try:
+        return Registry.from_token(lake_, token, store)
+    except AuthenticationError as error:
+        raise click.ClickException(f"--token/$CRUCIBLE_REGISTRY_TOKEN: {error}") from None
+
+
+def _version_ref(registry, ref: str):
+    """``MODEL``, ``MODEL/vN``, ``MODEL@ALIAS``: the version it names."""
+    if "@" not in ref and "/" not in ref:
+        return registry.get(ref, "latest")
+    return registry.resolve(ref)
+
+
+def _version_json(version) -> dict:
+    return dataclasses.asdict(version)
+
+
+def _versions_table(title: str, rows: list[dict]) -> Table:
+    table = Table(title=title)
+    for column in ("model", "version", "stage", "aliases", "created", "by", "run", "dataset", "metrics", "tags"):
+        table.add_column(column, overflow="fold")
+    colours = {"production": "bold green", "staging": "yellow", "archived": "dim"}
+    for r in rows:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items()))
+        # Text cells: names, tags and metric keys are shown as written, never read as rich markup.
+        table.add_row(*(Text(cell) for cell in (r["model_name"], str(r["version"]))),
+                      Text(r["stage"], style=colours.get(r["stage"], "")),
+                      *(Text(cell) for cell in (", ".join(r["aliases"]), str(r["created_at"])[:19],
+                                                _text(r["created_by"]), r["training_run_id"],
+                                                f"{r['dataset']}@v{r['dataset_version']}", metrics,
+                                                ", ".join(r["tags"]))))
+    return table
+
+
+def _version_rows(registry, frame) -> list[dict]:
+    """Version rows as plain records: metrics and tags decoded, aliases joined in."""
+    aliases = registry.aliases()
+    records = []
+    for row in frame.to_dict("records"):
+        names = aliases.loc[(aliases["model_name"] == row["model_name"]) & (aliases["version"] == row["version"]),
+                            "alias"]
+        records.append({
+            "model_name": row["model_name"], "version": int(row["version"]), "stage": row["stage"],
+            "aliases": sorted(names), "created_at": row["created_at"], "created_by": row.get("created_by"),
+            "training_run_id": row["training_run_id"], "dataset": row["dataset"],
+            "dataset_version": int(row["dataset_version"]), "metrics": json.loads(row["metrics"] or "{}"),
+            "tags": json.loads(row.get("tags") or "[]"), "recipe_name": row.get("recipe_name"),
+            "sha256": row["sha256"], "artifact_uri": row["artifact_uri"]})
+    return records
+
+
+@main.group(cls=_RegistryGroup)
+def registry() -> None:
+    """Model versions, stages, aliases, lineage, queries and comparisons (README: 'Model registry').
+
+    Reading needs no token; changes act as the principal of --token or $CRUCIBLE_REGISTRY_TOKEN.
+    """
+
+
+@registry.command("list")
+@click.argument("model", required=False)
+@click.option("--stage", help="Only versions in this stage.")
+@_registry_options
+def list_versions(model: str | None, stage: str | None, root: str | None, as_json: bool) -> None:
+    """Registered versions (of MODEL, or of every model), oldest first."""
+    reader = _reader(root)
+    frame = reader.list_versions(model)
+    if stage:
+        frame = frame.loc[frame["stage"] == stage]
+    rows = _version_rows(reader, frame)
+    if as_json:
+        _print_json(rows)
+    else:
+        Console(width=200).print(_versions_table(f"registry {reader.lake.root}", rows))
+
+
+@registry.command()
+@click.argument("ref")
+@_registry_options
+def show(ref: str, root: str | None, as_json: bool) -> None:
+    """One version: its fields, artifacts, aliases and direct lineage. """
+    reader = _reader(root)
+    version = _version_ref(reader, ref)
+    parents = reader.ancestors(version, depth=1)
+    if as_json:
+        _print_json({**_version_json(version), "lineage": [dataclasses.asdict(hop) for hop in parents]})
+        return
+    console = Console(width=200)
+    fields = Table(title=f"{version.model_name} v{version.version}", show_header=False)
+    fields.add_column("field", style="bold")
+    fields.add_column("value", overflow="fold")
+    for name in ("stage", "aliases", "sha256", "artifact_uri", "training_run_id", "dataset", "dataset_version",
+                 "recipe_name", "recipe_hash", "base_model", "parent_version", "tags", "metrics", "created_at",
+                 "created_by"):
+        value = getattr(version, name)
+        _plain_row(fields, name, json.dumps(value) if isinstance(value, dict | tuple) else _text(value))
+    console.print(fields)
+    artifacts = Table(title="artifacts")
+    for column in ("type", "backend", "uri", "sha256", "bytes"):
+        artifacts.add_column(column, overflow="fold")
+    for artifact in version.artifacts:
+        _plain_row(artifacts, artifact.artifact_type, artifact.backend, artifact.uri, artifact.sha256[:12],
+                          str(artifact.size))
+    console.print(artifacts)
+    console.print(_hops_table("made from", parents))
+
+
+def _hops_table(title: str, hops) -> Table:
+    table = Table(title=title)
+    for column in ("depth", "source", "relation", "target"):
+        table.add_column(column, overflow="fold")
+    for hop in hops:
+        _plain_row(table, str(hop.depth), hop.source, hop.relation, hop.target)
+    return table
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, found, rest = value.partition("=")
+        if not found or not key or not rest:
+            raise click.BadParameter(f"{value!r}: expected NAME=VALUE", param_hint=what)
+        pairs[key] = rest
+    return pairs
+
+
+@registry.command()
+@click.argument("model")
+@click.option("--checkpoint", type=click.Path(exists=True), help="The checkpoint folder (weights and its files).")
+@click.option("--artifact", "artifacts", multiple=True, metavar="TYPE=PATH",
+              help="Another artifact: tokenizer, config, merged_weights, lora_adapter or gguf (repeatable).")
+@click.option("--run-id", required=True, help="The training run that produced it.")
+@click.option("--dataset", required=True, help="The dataset it was trained on.")
+@click.option("--dataset-version", type=int, required=True, help="The dataset's table version.")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME=VALUE", help="A metric (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--recipe", help="Recipe name.")
+@click.option("--recipe-hash", help="Recipe hash.")
+@click.option("--base-model", help="Base model it was fine-tuned from (hub id, path or model:NAME/vN).")
+@click.option("--training-config", help="Training config: a JSON or YAML file, or inline JSON.")
+@click.option("--parent-version", type=int, help="The version of MODEL it was trained from.")
+@click.option("--evaluated-on", "evaluated_on", multiple=True, metavar="NODE",
+              help="A dataset node it was evaluated on, e.g. dataset:gsm8k@v3 (repeatable).")
+@click.option("--stage", default="experiment", show_default=True, help="experiment or staging.")
+@click.option("--store", help="Artifact store: folder, s3://bucket/prefix or hf://org/repo "
+                              "(default: $CRUCIBLE_HOME/registry_artifacts).")
+@click.option("--s3-endpoint-url", help="Endpoint of an S3-compatible store.")
+@_token_option
+@_registry_options
+def register(model: str, checkpoint: str | None, artifacts: tuple[str, ...], run_id: str, dataset: str,
+             dataset_version: int, metrics: tuple[str, ...], tags: tuple[str, ...], recipe: str | None,
+             recipe_hash: str | None, base_model: str | None, training_config: str | None,
+             parent_version: int | None, evaluated_on: tuple[str, ...], stage: str, store: str | None,
+             s3_endpoint_url: str | None, token: str | None, root: str | None, as_json: bool) -> None:
+    """Register the next version of MODEL from local artifact files (copied into the artifact store)."""
+    from crucible.registry.service import default_artifact_root
+    from crucible.registry.storage import artifact_store
+
+    files = {**({"checkpoint": checkpoint} if checkpoint else {}), **_pairs(artifacts, "--artifact")}
+    try:
+        values = {name: float(value) for name, value in _pairs(metrics, "--metric").items()}
+    except ValueError as error:
+        raise click.BadParameter(f"{error}: metric values are numbers", param_hint="--metric") from None
+    options = {"endpoint_url": s3_endpoint_url} if s3_endpoint_url else {}
+    acting = _acting(root, token, artifact_store(store or default_artifact_root(), **options), create_lake=True)
+    version = acting.register(
+        model, files, training_run_id=run_id, dataset=dataset, dataset_version=dataset_version, metrics=values,
+        tags=tags, recipe_name=recipe, recipe_hash=recipe_hash, base_model=base_model,
+        training_config=_training_config(training_config), parent_version=parent_version,
+        lineage_from=[(node, "evaluated_on") for node in evaluated_on], stage=stage)
+    if as_json:
+        _print_json(_version_json(version))
+    elif version.duplicate_of:
+        click.echo(f"{model}: these weights are already registered as v{version.duplicate_of}; nothing written")
+    else:
+        click.echo(f"registered {model} v{version.version} ({version.stage}) sha256 {version.sha256[:12]}… "
+                   f"at {version.artifact_uri}")
+
+
+def _training_config(text: str | None) -> dict:
+    if not text:
+        return {}
+    path = Path(text)
+    if path.is_file():
+        import yaml
+
+        loaded = yaml.safe_load(path.read_text())
+    else:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise click.BadParameter(f"{text!r} is neither a file nor JSON ({error})",
+                                     param_hint="--training-config") from None
+    if not isinstance(loaded, dict):
+        raise click.BadParameter(f"expected a mapping, got {type(loaded).__name__}", param_hint="--training-config")
+    return loaded
+
+
+@registry.command()
+@click.argument("ref")
+@click.option("--to", "stage", default="production", show_default=True,
+              help="Target stage: staging, production, archived or experiment.")
+@_token_option
+@_registry_options
+def promote(ref: str, stage: str, token: str | None, root: str | None, as_json: bool) -> None:
+    """Move the version REF names to a stage (production needs the approver role). """
+    acting = _acting(root, token)
+    version = _version_ref(acting, ref)
+    event = acting.transition(version.model_name, version.version, stage)
+    if as_json:
+        _print_json(dataclasses.asdict(event))
+    else:
+        archived = event.details.get("archived") or []
+        click.echo(f"{version.model_name} v{version.version}: {event.details['from']} -> {stage}"
+                   + (f" (archived {', '.join(f'v{v}' for v in archived)})" if archived else ""))
+
+
+@registry.command()
+@click.argument("model")
+@click.argument("alias")
+@click.argument("version", required=False)
+@click.option("--delete", is_flag=True, help="Remove ALIAS instead of setting it.")
+@_token_option
+@_registry_options
+def alias(model: str, alias: str, version: str | None, delete: bool, token: str | None, root: str | None,
+          as_json: bool) -> None:
+    """Point ALIAS of MODEL at VERSION (a number or vN), or remove it with --delete."""
+    from crucible.registry.versions import parse_version_ref
+
+    acting = _acting(root, token)
+    if delete:
+        event = acting.delete_alias(model, alias)
+    else:
+        number = parse_version_ref(version) if version else None
+        if number is None:
+            raise click.BadParameter(f"{version!r}: expected a version number like 3 or v3", param_hint="VERSION")
+        event = acting.set_alias(model, alias, number)
+    if as_json:
+        _print_json(dataclasses.asdict(event))
+    elif delete:
+        click.echo(f"{model}@{alias} removed (it pointed at v{event.version})")
+    else:
+        moved = event.details.get("from")
+        click.echo(f"{model}@{alias} -> v{event.version}" + (f" (was v{moved})" if moved else ""))
+
+
+@registry.command()
+@click.argument("ref")
+@click.option("--descendants", is_flag=True, help="Walk downstream (what was made from it) instead of upstream.")
+@click.option("--depth", type=click.IntRange(min=1), help="At most this many edges away.")
+@_registry_options
+def lineage(ref: str, descendants: bool, depth: int | None, root: str | None, as_json: bool) -> None:
+    """The lineage of a version (REF) or of any node id (dataset:gsm8k@v3, run:ID, ...)."""
+    reader = _reader(root)
+    node = ref if ":" in ref else _version_ref(reader, ref).node
+    hops = reader.descendants(node, depth) if descendants else reader.ancestors(node, depth)
+    if as_json:
+        _print_json({"node": node, "direction": "descendants" if descendants else "ancestors",
+                     "edges": [dataclasses.asdict(hop) for hop in hops]})
+    else:
+        Console(width=200).print(_hops_table(f"{'descendants' if descendants else 'ancestors'} of {node}", hops))
+
+
+@registry.command()
+@click.argument("text")
+@click.option("--model", help="Only versions of this model.")
+@_registry_options
+def query(text: str, model: str | None, root: str | None, as_json: bool) -> None:
+    """Versions matching TEXT, e.g. 'stage = "production" and metrics."gsm8k/exact_match" >= 0.4 order by
+    created_at desc limit 5'."""
+    from crucible.registry.query import parse_query
+
+    reader = _reader(root)
+    frame = reader.list_versions(model)
+    rows = _version_rows(reader, parse_query(text, fields=frame.columns).apply(frame))
+    if as_json:
+        _print_json(rows)
+    else:
+        Console(width=200).print(_versions_table(f"{len(rows)} version(s) where {text}", rows))
+
+
+@registry.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--benchmark", "benchmarks", multiple=True, help="Only these benchmarks in the statistics.")
+@click.option("--markdown", is_flag=True, help="Print the comparison as markdown.")
+@_registry_options
+def compare(refs: tuple[str, ...], benchmarks: tuple[str, ...], markdown: bool, root: str | None,
+            as_json: bool) -> None:
+    """Two or more versions side by side (the first is the baseline): config, metrics and lineage differences,
+    and paired statistics where both were evaluated on the same items."""
+    from crucible.registry.compare import compare_registered
+
+    reader = _reader(root)
+    result = compare_registered(reader.lake, [_version_ref(reader, ref) for ref in refs],
+                                benchmarks=list(benchmarks) or None)
+    if as_json:
+        _print_json(result.to_dict())
+    elif markdown:
+        click.echo(result.markdown())
+    else:
+        _print_comparison(result)
+
+
+def _print_comparison(result) -> None:
+    from crucible.evaluate.report import comparison_table
+
+    console = Console(width=200)
+    labels = list(result.labels)
+    data = result.to_dict()
+    overview = Table(title="versions")
+    for column in ["", *labels]:
+        overview.add_column(column, overflow="fold")
+    for key in [k for k in data["versions"][0] if k != "label"]:
+        _plain_row(overview, key, *(_text(entry[key]) for entry in data["versions"]))
+    console.print(overview)
+    config = Table(title="training config differences")
+    for column in ["key", *labels]:
+        config.add_column(column, overflow="fold")
+    for key, values in data["config_diff"].items():
+        _plain_row(config, key, *(json.dumps(values[label]) for label in labels))
+    console.print(config if data["config_diff"] else "training config: no differences")
+    metrics = Table(title="metrics")
+    for column in ["metric", *labels, *(f"{label} - {labels[0]}" for label in labels[1:])]:
+        metrics.add_column(column, overflow="fold")
+    for name, values in result.metrics.items():
+        deltas = result.metric_deltas[name]
+        _plain_row(metrics, name, *(_number(values[label]) for label in labels),
+                        *(_number(deltas[label], signed=True) for label in labels[1:]))
+    console.print(metrics)
+    lineage_table = Table(title="lineage only in one version")
+    for column in ("only in", "kind", "node or edge"):
+        lineage_table.add_column(column, overflow="fold")
+    for label, kinds in result.lineage_only.items():
+        for kind, items in kinds.items():
+            for item in items:
+                _plain_row(lineage_table, label, kind, item)
+    console.print(lineage_table)
+    for comparison in result.statistics:
+        frame = comparison_table(comparison)
+        stats = Table(title=f"{comparison.candidate_version} vs {comparison.baseline_version} (paired)")
+        for column in ("benchmark", "n_paired", "baseline", "candidate", "difference", "ci", "test", "adjusted_p",
+                       "verdict"):
+            stats.add_column(column, overflow="fold")
+        for r in frame.itertuples():
+            _plain_row(stats, r.benchmark, str(r.n_paired), f"{r.baseline:.4f}", f"{r.candidate:.4f}",
+                          f"{r.difference:+.4f}", f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", r.test,
+                          f"{r.adjusted_p:.4g}", r.verdict)
+        console.print(stats)
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+def _number(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+@registry.group()
+def principal() -> None:
+    """Who may change the registry: principals with roles and their tokens."""
+
+
+@principal.command("create")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["viewer", "trainer", "approver", "admin"]), help="A role (repeatable).")
+@_token_option
+@_registry_options
+def create_principal(name: str, roles: tuple[str, ...], token: str | None, root: str | None, as_json: bool) -> None:
+    """Create principal NAME and print its token once (it is stored only as a salted hash).
+
+    Needs an admin's --token, except for the very first principal, which must be an admin (the bootstrap).
+    """
+    from crucible.registry import access
+
+    store = DeltaLake(root or default_lake_root())
+    bootstrap = access.principals(store).empty
+    by = None if bootstrap and not token else _acting(root, token).principal
+    new_token = access.create_principal(store, name, roles, by=by)
+    if as_json:
+        _print_json({"name": name, "roles": sorted(roles), "token": new_token, "bootstrap": by is None})
+        return
+    click.echo(f"created principal {name} ({', '.join(sorted(roles))})"
+               + (" as the registry's first admin" if by is None else f" by {by.name}"))
+    click.echo(f"token (shown once; keep it secret): {new_token}")
+
+
+@principal.command("list")
+@_registry_options
+def list_principals(root: str | None, as_json: bool) -> None:
+    """Principals and their roles (never their tokens)."""
+    from crucible.registry import access
+
+    rows = [{"name": r["name"], "roles": json.loads(r["roles"]), "created_by": r["created_by"],
+             "created_at": r["created_at"]} for r in access.principals(_lake(root)).to_dict("records")]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="principals")
+    for column in ("name", "roles", "created by", "created at"):
+        table.add_column(column)
+    for r in rows:
+        _plain_row(table, r["name"], ", ".join(r["roles"]), r["created_by"], str(r["created_at"])[:19])
     Console(width=160).print(table)

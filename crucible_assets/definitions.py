@@ -12,11 +12,14 @@ from crucible_assets.jobs import daily_feedback_job, daily_feedback_schedule, da
 from crucible_assets.monitoring.assets import drift_report
 from crucible_assets.monitoring.sensors import drift_retraining_sensor
 from crucible_assets.registry.assets import registered_model
+from crucible_assets.registry.jobs import promote_model_job
+from crucible_assets.registry.sensors import model_promotion_sensor
 from crucible_assets.training.assets import sft_checkpoint
 from resources.datasets import DatasetSourcesResource
 from resources.evaluation import PromotionPolicyResource
 from resources.lake import LakeResource
 from resources.monitoring import DriftPolicyResource
+from resources.registry import RegistryResource
 from resources.trainer import TrainerResource
 
 
@@ -28,6 +31,7 @@ def default_resources() -> dict:
         "trainer": TrainerResource(tinker_api_key=dg.EnvVar("TINKER_API_KEY").get_value()),
         "drift_policy": DriftPolicyResource(),
         "promotion_policy": PromotionPolicyResource(),
+        "registry": RegistryResource(token=dg.EnvVar("CRUCIBLE_REGISTRY_TOKEN").get_value()),
     }
 
 
@@ -36,9 +40,9 @@ def build_defs(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[examples, splits, sft_checkpoint, eval_results, benchmark_results, registered_model, inference_events, drift_report],
         asset_checks=[promotion_gate, *DATASET_CHECKS, splits_reference_stored_examples],
-        jobs=[retrain_job, daily_feedback_job, dataset_ingest_job],
+        jobs=[retrain_job, daily_feedback_job, dataset_ingest_job, promote_model_job],
         schedules=[daily_feedback_schedule],
-        sensors=[drift_retraining_sensor, dataset_drop_sensor],
+        sensors=[drift_retraining_sensor, dataset_drop_sensor, model_promotion_sensor],
         resources={**default_resources(), **(resources or {})},
     )
 

@@ -163,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         lake = resources["lake"].lake()
         print(summary(lake))
         print(f"  Dagster instance: {instance.root_directory} ({len(instance.get_runs())} runs)")
+        token_file = Path(resources["registry"].token_file)
+        if token_file.exists():
+            from crucible.registry.service import admin_token_file
+
+            print(f"  registry: runs act as the service principal whose token is in {token_file}; the local admin's "
+                  f"token (for `crucible registry principal create`) is in {admin_token_file(token_file)}")
     print(f"  finished in {time.perf_counter() - started:.0f}s; "
           "browse it with: DAGSTER_HOME=" f"{os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml")
     return 0

@@ -25,6 +25,7 @@ def make_resources(root: Path) -> dict:
     from resources.evaluation import PromotionPolicyResource
     from resources.lake import LakeResource
     from resources.monitoring import DriftPolicyResource
+    from resources.registry import RegistryResource
     from resources.trainer import TrainerResource
 
     return {
@@ -33,6 +34,8 @@ def make_resources(root: Path) -> dict:
         "trainer": TrainerResource(),
         "drift_policy": DriftPolicyResource(),
         "promotion_policy": PromotionPolicyResource(),
+        "registry": RegistryResource(artifact_store=str(root / "registry_artifacts"),
+                                     token_file=str(root / "registry_token")),
     }
 
 
