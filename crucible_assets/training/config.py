@@ -45,10 +45,35 @@ def optional_overrides(model: type[BaseModel], name: str) -> type[dg.Config]:
 HyperparameterOverrides = optional_overrides(TrainingHyperparameters, "HyperparameterOverrides")
 
 
+def shipped_recipes(method: str) -> list[str]:
+    """Names of the shipped recipes whose ``method`` is ``method`` (read from their YAML, not loaded)."""
+    import yaml
+
+    from crucible.train.recipes import RecipeError, recipes_dir
+
+    try:
+        folder = recipes_dir()
+    except RecipeError:
+        return []
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict) and data.get("method", "sft") == method:
+            names.append(path.stem)
+    return names
+
+
+def recipe_field(default: str, method: str):
+    """The launchpad's recipe field, whose description offers the shipped recipes of ``method``."""
+    known = ", ".join(shipped_recipes(method)) or "none shipped"
+    return Field(default, description=f"Recipe name under recipes/ ({method} recipes: {known}), or a path to a "
+                                      "YAML file.")
+
+
 class SFTConfig(dg.Config):
     """Which recipe to run, what to change in it, and why this run happens."""
 
-    recipe: str = Field("sft_tiny_gsm8k", description="Recipe name under recipes/, or a path to a YAML file.")
+    recipe: str = recipe_field("sft_tiny_gsm8k", "sft")
     hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
     dataset_limit: int | None = Field(None, ge=1,
                                       description="Use at most this many examples (recipe default when unset).")

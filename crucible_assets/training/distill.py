@@ -25,7 +25,7 @@ from crucible.train.runs import record_run
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
-from crucible_assets.training.config import HyperparameterOverrides, optional_overrides
+from crucible_assets.training.config import HyperparameterOverrides, optional_overrides, recipe_field
 from resources.lake import LakeResource
 from resources.trainer import TrainerResource
 from schemas import LINEAGE_EDGES
@@ -36,7 +36,7 @@ DistillOverrides = optional_overrides(DistillSettings, "DistillOverrides")
 class DistillConfig(dg.Config):
     """Which distillation recipe to run, and what to change in it."""
 
-    recipe: str = Field("distill_tiny", description="Recipe name under recipes/, or a path to a YAML file.")
+    recipe: str = recipe_field("distill_tiny", "distill")
     distill: DistillOverrides = Field(default_factory=DistillOverrides)
     hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
     dataset_limit: int | None = Field(None, ge=1,

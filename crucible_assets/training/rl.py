@@ -13,7 +13,7 @@ from crucible.train.runs import record_run
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata
 from crucible_assets.training.assets import sft_checkpoint
-from crucible_assets.training.config import HyperparameterOverrides, optional_overrides
+from crucible_assets.training.config import HyperparameterOverrides, optional_overrides, recipe_field
 from resources.lake import LakeResource
 from resources.trainer import TrainerResource
 from schemas import LINEAGE_EDGES
@@ -24,7 +24,7 @@ RLOverrides = optional_overrides(RLSettings, "RLOverrides")
 class RLConfig(dg.Config):
     """Which RL recipe to run, from which SFT run, and what to change in it."""
 
-    recipe: str = Field("rl_tiny_gsm8k", description="RL recipe name under recipes/, or a path to a YAML file.")
+    recipe: str = recipe_field("rl_tiny_gsm8k", "rl")
     hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
     rl: RLOverrides = Field(default_factory=RLOverrides,
                             description="GRPO settings; rl.parent_run_id picks the SFT run (default: the newest).")

@@ -56,3 +56,15 @@ def test_resuming_a_run_through_the_asset_ends_on_the_same_weights(tmp_path, res
     assert started_at == 0 and resumed_at == 2
     assert resumed["run_id"] == first["run_id"] and resumed["steps"] == 4
     assert artifact_sha256(resumed["checkpoint_uri"]) == first_sha
+
+
+def test_the_launchpad_offers_the_shipped_recipes_of_each_method():
+    from crucible_assets.training.config import SFTConfig, shipped_recipes
+    from crucible_assets.training.distill import DistillConfig
+    from crucible_assets.training.rl import RLConfig
+
+    assert "sft_tiny_gsm8k" in shipped_recipes("sft") and "rl_tiny_sums" in shipped_recipes("rl")
+    assert "rl_tiny_sums" not in shipped_recipes("sft")
+    assert "sft_tiny_gsm8k" in SFTConfig.model_fields["recipe"].description
+    assert "rl_tiny_gsm8k" in RLConfig.model_fields["recipe"].description
+    assert "distill_tiny" in DistillConfig.model_fields["recipe"].description
