@@ -27,6 +27,16 @@ def latest_version(lake: DeltaLake, model_name: str) -> dict | None:
     return versions.iloc[-1].to_dict()
 
 
+def serving_version(lake: DeltaLake, model_name: str) -> dict | None:
+    """The version that serves: the production one, else the newest (nothing promoted yet, as in the
+    demo); None before the first registration."""
+    versions = committed_versions(lake, model_name)
+    if versions.empty:
+        return None
+    in_production = versions.loc[versions["stage"] == "production"]
+    return (in_production if len(in_production) else versions).iloc[-1].to_dict()
+
+
 def register_checkpoint(lake: DeltaLake, model_name: str, run: dict, metrics: dict[str, float],
                         stage: str = "experiment") -> tuple[dict, StoredTable]:
     """Register ``run``'s checkpoint; the same weights (same sha256) return the version already registered."""

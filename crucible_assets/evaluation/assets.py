@@ -17,7 +17,7 @@ from crucible.evaluate.runner import (
     gate_candidate,
     has_results,
 )
-from crucible.registry.registry import committed_versions
+from crucible.registry.store import serving_version
 from crucible.train.runs import latest_run
 from crucible_assets.metadata import table_metadata
 from crucible_assets.partitions import checked_partition_key, evaluation_partitions, model_versions_partitions
@@ -65,13 +65,9 @@ def _check_benchmarks(names: list[str]) -> None:
 
 
 def production_version(store) -> str | None:
-    """The training run id of the registry's production version, else of the newest registered version
-    (nothing promoted yet, as in the demo); None before the first registration."""
-    versions = committed_versions(store, MODEL_NAME)
-    if versions.empty:
-        return None
-    in_production = versions.loc[versions["stage"] == "production"]
-    return str((in_production if len(in_production) else versions).iloc[-1]["training_run_id"])
+    """The training run id of the version that serves (see ``serving_version``), None before any."""
+    version = serving_version(store, MODEL_NAME)
+    return str(version["training_run_id"]) if version else None
 
 
 def _headlines(runs: list[BenchmarkRun]) -> dict[str, float]:

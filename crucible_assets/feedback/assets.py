@@ -8,7 +8,7 @@ from pydantic import Field
 from crucible.feedback.events import event_rows, simulated_prompts
 from crucible.inference import InferenceEngine
 from crucible.quarantine import store_validated
-from crucible.registry.store import latest_version
+from crucible.registry.store import serving_version
 from crucible_assets.metadata import table_metadata
 from crucible_assets.partitions import checked_partition_keys, daily_partitions
 from crucible_assets.registry import MODEL_NAME
@@ -39,7 +39,7 @@ def inference_events(context: dg.AssetExecutionContext, config: InferenceTraffic
                      lake: LakeResource) -> dg.MaterializeResult:
     days = checked_partition_keys(context)
     store = lake.lake()
-    version = latest_version(store, MODEL_NAME)
+    version = serving_version(store, MODEL_NAME)
     if version is None:
         raise dg.Failure(f"no registered version of {MODEL_NAME}: materialize registry/registered_model first")
     pool = store.read(EXAMPLES, where={"dataset": config.prompt_dataset, "split": config.prompt_split},
