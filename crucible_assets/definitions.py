@@ -16,6 +16,7 @@ from crucible_assets.registry.jobs import promote_model_job
 from crucible_assets.registry.sensors import model_promotion_sensor
 from crucible_assets.training.assets import sft_checkpoint
 from crucible_assets.training.distill import distillation_workflow_job, distilled_checkpoint
+from crucible_assets.training.dpo import dpo_checkpoint, preference_workflow_job
 from crucible_assets.training.rl import reinforcement_workflow_job, rl_checkpoint
 from resources.datasets import DatasetSourcesResource
 from resources.evaluation import PromotionPolicyResource
@@ -40,10 +41,11 @@ def default_resources() -> dict:
 def build_defs(resources: dict | None = None) -> dg.Definitions:
     """The definitions with ``resources`` (tests pass a temporary lake); defaults otherwise."""
     return dg.Definitions(
-        assets=[examples, splits, sft_checkpoint, rl_checkpoint, distilled_checkpoint, eval_results,
+        assets=[examples, splits, sft_checkpoint, dpo_checkpoint, rl_checkpoint, distilled_checkpoint, eval_results,
                 benchmark_results, registered_model, inference_events, drift_report],
         asset_checks=[promotion_gate, *DATASET_CHECKS, splits_reference_stored_examples],
-        jobs=[retrain_job, daily_feedback_job, dataset_ingest_job, promote_model_job, reinforcement_workflow_job,
+        jobs=[retrain_job, daily_feedback_job, dataset_ingest_job, promote_model_job, preference_workflow_job,
+              reinforcement_workflow_job,
               distillation_workflow_job],
         schedules=[daily_feedback_schedule],
         sensors=[drift_retraining_sensor, dataset_drop_sensor, model_promotion_sensor],

@@ -68,3 +68,6 @@ def test_the_launchpad_offers_the_shipped_recipes_of_each_method():
     assert "sft_tiny_gsm8k" in SFTConfig.model_fields["recipe"].description
     assert "rl_tiny_gsm8k" in RLConfig.model_fields["recipe"].description
     assert "distill_tiny" in DistillConfig.model_fields["recipe"].description
+    from crucible_assets.training.dpo import DPOConfig
+
+    assert "dpo_tiny" in DPOConfig.model_fields["recipe"].description
