@@ -85,6 +85,13 @@ def configure_recipe(recipe: Recipe, settings: TrainerSettings,
     return recipe
 
 
+def run_device(recipe: Recipe, settings: TrainerSettings | None = None) -> str:
+    """The torch device a local run of ``recipe`` uses on this trainer, ``auto`` resolved to ``cuda`` or
+    ``cpu``: for work done beside the backend (a teacher generating answers, a frozen reference)."""
+    choice = choose_device(recipe, settings or TrainerSettings())
+    return resolve_device(choice.device, who=choice.who(recipe.name))
+
+
 def load_model_for(recipe: Recipe, tokenizer_texts: Iterable[str] | None = None) -> tuple[Any, Any]:
     """The model and tokenizer a run needs here: with Tinker the service holds the weights, so the
     model is None and only the tokenizer is loaded."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from crucible.train.backend import Datum
-from crucible.train.config import MetricLogger, TrainingHyperparameters, resolve_device
+from crucible.train.config import MetricLogger, TrainingHyperparameters
 from crucible.train.recipes import DistillSettings, Recipe, save_recipe
 
 if TYPE_CHECKING:
@@ -528,7 +528,7 @@ def run_distill_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Pa
     ``trainer`` carries the machine's settings (device override); the backend is always in process.
     """
     from crucible.inference.engine import recorded_renderer
-    from crucible.train.backends import TrainerSettings, configure_recipe, make_backend
+    from crucible.train.backends import TrainerSettings, configure_recipe, make_backend, run_device
     from crucible.train.loggers import MetricHistoryLogger, MultiLogger, build_loggers
     from crucible.train.pipeline import conversation_datums, merged_history
     from crucible.train.renderers import get_renderer
@@ -543,7 +543,7 @@ def run_distill_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Pa
     trainer = trainer or TrainerSettings()
     recipe = configure_recipe(recipe, trainer)  # refuses an unusable device before anything is loaded
     settings, hp = recipe.distill, recipe.hyperparameters
-    device = resolve_device(hp.device, who=f"recipe {recipe.name}")
+    device = run_device(recipe, trainer)  # where the teacher works; the student's backend decides the same way
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / "recipe.yaml")
@@ -608,11 +608,3 @@ def run_distill_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Pa
         eval_kl_before=before, eval_kl_after=after, rejected=rejected,
         metric_summary=history_logger.summary() if history_logger else {},
     )
-
-
-def distillation_lineage(run_id: str, teacher: TeacherSource, dataset: str, dataset_version: int) -> list[dict]:
-    """The run's lineage edges: teacher -[distilled_from]-> run, dataset@version -[trained_on]-> run."""
-    return [
-        {"source": teacher.node, "target": f"run:{run_id}", "relation": "distilled_from"},
-        {"source": f"dataset:{dataset}@v{int(dataset_version)}", "target": f"run:{run_id}", "relation": "trained_on"},
-    ]

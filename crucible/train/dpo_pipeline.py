@@ -260,34 +260,3 @@ def run_dpo_recipe(recipe: Recipe, rows: pd.DataFrame, run_dir: str | Path, *, s
         metric_summary=history_logger.summary() if history_logger else {})
 
 
-# -- runs and lineage ----------------------------------------------------------------------------
-
-
-def parent_sft_run(lake: DeltaLake, run_id: str | None = None) -> dict:
-    """The SFT run a DPO run starts from: ``run_id``, else the newest finished SFT run."""
-    from schemas import TRAINING_RUNS
-
-    runs = lake.read(TRAINING_RUNS)
-    if run_id:
-        found = runs[runs["run_id"] == run_id]
-        if found.empty:
-            raise LookupError(f"parent run {run_id!r} is not in {TRAINING_RUNS.path}; pick one of "
-                              f"{sorted(runs['run_id'])[-5:] or 'none (train an SFT checkpoint first)'}")
-        return found.iloc[0].to_dict()
-    sft = runs[runs["method"] == "sft"]
-    if sft.empty:
-        raise LookupError(f"no SFT run in {TRAINING_RUNS.path} to start DPO from: materialize "
-                          "training/sft_checkpoint first, or name a run with parent_run_id")
-    return sft.sort_values("finished_at").iloc[-1].to_dict()
-
-
-def dpo_lineage_edges(run_id: str, parent_run_id: str, dataset: str, dataset_version: int,
-                      created_by: str) -> pd.DataFrame:
-    """``run:<parent> -[dpo_trained_from]-> run:<run>`` and ``dataset:<name>@v<N> -[trained_on]-> run:<run>``."""
-    from schemas import LINEAGE_EDGES
-
-    now = pd.Timestamp.now(tz="UTC")
-    edges = [(f"run:{parent_run_id}", "dpo_trained_from"), (f"dataset:{dataset}@v{dataset_version}", "trained_on")]
-    return pd.DataFrame([{"source": source, "target": f"run:{run_id}", "relation": relation, "registration_id": None,
-                          "created_by": created_by, "created_at": now} for source, relation in edges],
-                        columns=LINEAGE_EDGES.columns)

@@ -233,6 +233,11 @@ def sample_groups(engine: Any, prompts: Sequence[RLPrompt], settings: RLSettings
     return generations
 
 
+def model_device(model: PreTrainedModel) -> torch.device:
+    """Where the model's weights are: a run samples and scores there, never on a device picked again."""
+    return next(model.parameters()).device
+
+
 def run_grpo(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -242,7 +247,7 @@ def run_grpo(
     settings: RLSettings,
     hyperparameters: TrainingHyperparameters,
     *,
-    device: str = "cpu",
+    device: str | None = None,
     loggers: Sequence[MetricLogger] = (),
 ) -> list[dict[str, float]]:
     """Train ``model`` in place for ``hyperparameters.max_steps`` GRPO steps; returns the metrics of each step.
@@ -250,7 +255,8 @@ def run_grpo(
     A step: take ``batch_size`` prompts from the seeded, epoch-shuffled stream; sample a group of
     completions of each; score them; compute group advantages; then ``passes`` optimizer steps on
     the batch. The first pass runs on the weights that sampled, so its log-probs (detached) are the
-    old log-probs of every pass: no separate forward is spent on them.
+    old log-probs of every pass: no separate forward is spent on them. ``device`` None samples where
+    the model's weights are (where the backend put them): the device is chosen once, by the backend.
     """
     import torch
 
@@ -263,6 +269,7 @@ def run_grpo(
     reference = make_reference(model) if s.kl_beta > 0 else None
     uses_reference = s.kl_beta > 0
     optimizer = make_optimizer(model)
+    device = device or str(model_device(model))
     engine = InferenceEngine(model, tokenizer, device=device, batch_size=len(prompts) * s.group_size,
                              renderer=renderer, name="policy")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -360,11 +367,13 @@ def run_grpo(
 
 def greedy_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, renderer: Renderer,
                   prompts: Sequence[RLPrompt], rewards: WeightedRewards, *, max_new_tokens: int,
-                  device: str = "cpu") -> float:
-    """Mean total reward of the greedy completion of each prompt (accuracy, for a 0/1 reward)."""
+                  device: str | None = None) -> float:
+    """Mean total reward of the greedy completion of each prompt (accuracy, for a 0/1 reward); ``device``
+    None generates where the model's weights are."""
     from crucible.inference import GenerationRequest, InferenceEngine
 
-    engine = InferenceEngine(model, tokenizer, device=device, batch_size=max(1, len(prompts)), renderer=renderer)
+    engine = InferenceEngine(model, tokenizer, device=device or str(model_device(model)),
+                             batch_size=max(1, len(prompts)), renderer=renderer)
     generations = engine.generate([GenerationRequest(messages=p.messages, max_new_tokens=max_new_tokens)
                                    for p in prompts])
     totals, _ = rewards.score([g.text for g in generations], [p.example for p in prompts])

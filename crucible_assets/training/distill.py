@@ -14,14 +14,9 @@ from crucible.train.data import (
     quarantine_rejected,
     select_rows,
 )
-from crucible.train.distill import (
-    VocabularyMismatchError,
-    distillation_lineage,
-    resolve_teacher,
-    run_distill_recipe,
-)
+from crucible.train.distill import VocabularyMismatchError, resolve_teacher, run_distill_recipe
 from crucible.train.recipes import DistillSettings, RecipeError, apply_overrides, load_recipe
-from crucible.train.runs import record_run
+from crucible.train.runs import record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
@@ -50,12 +45,6 @@ class DistillConfig(dg.Config):
         if self.dataset_limit is not None:
             chosen["dataset.limit"] = self.dataset_limit
         return {**chosen, **self.overrides}
-
-
-def lineage_frame(edges: list[dict], created_by: str) -> pd.DataFrame:
-    """Edges as rows of the lineage table, whichever optional columns its schema has."""
-    extra = {"registration_id": None, "created_by": created_by, "created_at": pd.Timestamp.now(tz="UTC")}
-    return pd.DataFrame([{c: edge.get(c, extra.get(c)) for c in LINEAGE_EDGES.columns} for edge in edges])
 
 
 @dg.asset(
@@ -92,8 +81,8 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillConfi
         checkpoint_uri=outcome.checkpoint_dir, started_at=started, method="distill", base_model=outcome.student,
         trigger_reason=config.trigger_reason)
     stored_run, stored_metrics = record_run(store, run, outcome.history)
-    edges = store_validated(store, LINEAGE_EDGES, lineage_frame(
-        distillation_lineage(run_id, teacher, dataset.name, version), "training/distilled_checkpoint"),
+    edges = store_validated(store, LINEAGE_EDGES, run_lineage_edges(
+        run_id, teacher.node, "distilled_from", dataset.name, version, created_by="training/distilled_checkpoint"),
         source=f"training run {run_id}")
     context.log.info("run %s: distilled %s into %s, eval KL %s -> %s", run_id, teacher.name, outcome.student,
                      outcome.eval_kl_before, outcome.eval_kl_after)

@@ -15,9 +15,9 @@ from crucible.train.data import (
     quarantine_rejected,
     select_rows,
 )
-from crucible.train.dpo_pipeline import ReferenceKey, dpo_lineage_edges, parent_sft_run, run_dpo_recipe
+from crucible.train.dpo_pipeline import ReferenceKey, run_dpo_recipe
 from crucible.train.recipes import DPOSettings, RecipeError, apply_overrides, load_recipe
-from crucible.train.runs import record_run
+from crucible.train.runs import parent_sft_run, record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
@@ -85,7 +85,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, lake: L
         if recipe.method != "dpo":
             raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; this asset trains 'dpo' recipes")
         store = lake.lake()
-        parent = parent_sft_run(store, recipe.dpo.parent_run_id)
+        parent = parent_sft_run(store, recipe.dpo.parent_run_id, "DPO")
         rows, dataset, split, version = _pairs_source(store, recipe)
     except (RecipeError, DeviceUnavailableError, LookupError) as error:  # RowsNotLoadedError is a LookupError
         raise dg.Failure(f"training/dpo_checkpoint: {error}") from None
@@ -103,8 +103,9 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, lake: L
                         checkpoint_uri=outcome.checkpoint_dir, started_at=started, base_model=parent["base_model"],
                         trigger_reason=config.trigger_reason)
     stored_run, stored_metrics = record_run(store, run, outcome.history)
-    store_validated(store, LINEAGE_EDGES, dpo_lineage_edges(run_id, parent["run_id"], dataset, version,
-                                                            created_by="training/dpo_checkpoint"), source=run_id)
+    store_validated(store, LINEAGE_EDGES, run_lineage_edges(run_id, f"run:{parent['run_id']}", "dpo_trained_from",
+                                                            dataset, version, created_by="training/dpo_checkpoint"),
+                    source=run_id)
     final = outcome.history[-1] if outcome.history else {}
     context.log.info("run %s from %s: %d steps, final loss %s", run_id, parent["run_id"], outcome.steps,
                      outcome.final_loss)

@@ -8,10 +8,10 @@ from crucible.quarantine import store_validated
 from crucible.train.config import DeviceUnavailableError
 from crucible.train.data import build_run_row, data_source, new_run_id, quarantine_rejected, select_rows
 from crucible.train.recipes import RecipeError, RLSettings, apply_overrides, load_recipe
-from crucible.train.rl_pipeline import lineage_edges, parent_sft_run, run_rl_recipe
-from crucible.train.runs import record_run
+from crucible.train.rl_pipeline import run_rl_recipe
+from crucible.train.runs import parent_sft_run, record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
-from crucible_assets.metadata import table_metadata
+from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
 from crucible_assets.training.config import HyperparameterOverrides, optional_overrides, recipe_field
 from resources.lake import LakeResource
@@ -54,26 +54,28 @@ def rl_checkpoint(context: dg.AssetExecutionContext, config: RLConfig, lake: Lak
         if recipe.method != "rl":
             raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; training/rl_checkpoint runs 'rl'")
         store = lake.lake()
-        parent = parent_sft_run(store, recipe.rl.parent_run_id)
+        parent = parent_sft_run(store, recipe.rl.parent_run_id, "RL")
         dataset = recipe.dataset
         rows, version = select_rows(store, dataset.name, dataset.split, dataset.limit, dataset.table_version,
                                     recipe=recipe.name)
     except (RecipeError, DeviceUnavailableError, LookupError) as error:
         raise dg.Failure(f"training/rl_checkpoint: {error}") from None
     run_id, started = new_run_id("rl"), pd.Timestamp.now(tz="UTC")
-    outcome = run_rl_recipe(recipe, rows, lake.artifact_dir("runs", run_id), init_checkpoint=parent["checkpoint_uri"])
+    outcome = run_rl_recipe(recipe, rows, lake.artifact_dir("runs", run_id), init_checkpoint=parent["checkpoint_uri"],
+                            trainer=trainer.settings())
     quarantine_rejected(store, "rl", outcome.rejected, data_source(dataset.name, dataset.split, version))
     run = build_run_row(run_id, recipe, dataset=dataset.name, dataset_version=version, steps=outcome.steps,
                         final_loss=outcome.final_loss, tokens_per_second=outcome.tokens_per_second,
                         checkpoint_uri=outcome.checkpoint_dir, started_at=started, base_model=parent["base_model"],
                         trigger_reason=config.trigger_reason)
     stored_run, stored_metrics = record_run(store, run, outcome.history)
-    edges = store_validated(store, LINEAGE_EDGES, lineage_edges(run_id, parent["run_id"], dataset.name, version,
-                                                                "training/rl_checkpoint"), source=f"training run {run_id}")
+    edges = store_validated(store, LINEAGE_EDGES, run_lineage_edges(
+        run_id, f"run:{parent['run_id']}", "rl_trained_from", dataset.name, version,
+        created_by="training/rl_checkpoint"), source=f"training run {run_id}")
     last = outcome.history[-1]
     context.log.info("run %s from %s: %d steps, reward %.3f", run_id, parent["run_id"], outcome.steps, last["reward_mean"])
     return dg.MaterializeResult(metadata={
-        **outcome.dagster_metadata, **table_metadata(stored_run), "run_id": run_id, "parent_run_id": parent["run_id"],
+        **training_metadata(outcome.metric_summary), **table_metadata(stored_run), "run_id": run_id, "parent_run_id": parent["run_id"],
         "checkpoint": dg.MetadataValue.path(outcome.checkpoint_dir), "recipe": recipe.name,
         "recipe_hash": run["recipe_hash"], "dataset": f"{dataset.name}/{dataset.split}", "dataset_table_version": version,
         "prompts": outcome.num_prompts, "rejected_prompts": len(outcome.rejected), "metrics_rows": stored_metrics.accepted,

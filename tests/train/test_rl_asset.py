@@ -29,7 +29,8 @@ def test_rl_checkpoint_trains_from_the_newest_sft_run_and_records_lineage(resour
                           resources=resources)
     job = defs.resolve_job_def(reinforcement_workflow_job.name)
     rl_config = {"ops": {"training__rl_checkpoint": {"config": {
-        "hyperparameters": {"max_steps": 2}, "rl": {"group_size": 2, "max_new_tokens": 8}, "dataset_limit": 4}}}}
+        "hyperparameters": {"max_steps": 2}, "rl": {"group_size": 2, "max_new_tokens": 8}, "dataset_limit": 4,
+        "overrides": {"logging": [{"kind": "dagster", "plot": False}]}}}}}
     lake = resources["lake"].lake()
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("datasets", ["gsm8k"])
@@ -53,6 +54,9 @@ def test_rl_checkpoint_trains_from_the_newest_sft_run_and_records_lineage(resour
     rl_run = runs.loc[rl_id]
     assert rl_run["method"] == "rl" and rl_run["steps"] == 2 and rl_run["recipe_name"] == "rl_tiny_gsm8k"
     assert metadata["parent_run_id"].value == sft_id and metadata["prompts"].value == 4
+    # The run's metric summary is rendered the way every training asset renders it (training_metadata).
+    assert metadata["final/reward_mean"].value == pytest.approx(metadata["reward_mean_last"].value)
+    assert metadata["last_step"].value == 2 and "reward_mean" in metadata["metrics_table"].value
     version = int(rl_run["dataset_version"])
 
     metrics = lake.read(TRAINING_METRICS, where={"run_id": rl_id})
