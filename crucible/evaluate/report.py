@@ -54,7 +54,7 @@ def comparison_markdown(result: ComparisonResult) -> str:
 
 def comparison_json(result: ComparisonResult) -> dict:
     """The whole comparison as plain JSON data (NaN and infinities become null), verdicts included."""
-    data = _json_safe(dataclasses.asdict(result))
+    data = json_safe(dataclasses.asdict(result))
     for entry, comparison in zip(data["benchmarks"], result.benchmarks, strict=True):
         entry["verdict"] = comparison.verdict
     return data
@@ -96,11 +96,12 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else str(value)
 
 
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
+    """``value`` with NaN and infinities as None and keys as strings, so ``json.dumps(allow_nan=False)`` works."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     return value

@@ -4,12 +4,12 @@ they were scored on the same benchmark items, the evaluation layer's paired stat
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from crucible.evaluate.compare import ComparisonResult
+from crucible.evaluate.report import json_safe
 from crucible.lake import DeltaLake
 from crucible.registry import lineage
 from crucible.registry.registry import ModelVersion, lineage_edges
@@ -41,7 +41,7 @@ class VersionComparison:
         """Plain JSON data (NaN and infinities as null)."""
         from crucible.evaluate.report import comparison_json
 
-        return _json_safe({
+        return json_safe({
             "versions": [_overview(label, v) for label, v in zip(self.labels, self.versions, strict=True)],
             "config_diff": self.config_diff, "metrics": self.metrics, "metric_deltas": self.metric_deltas,
             "lineage": {"shared": list(self.lineage_shared), "only_in": self.lineage_only},
@@ -203,13 +203,3 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
     return "\n".join([line(header), "|" + "---|" * len(header), *(line(row) for row in rows)])
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
