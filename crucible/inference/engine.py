@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class _Prepared:
     max_new_tokens: int
     temperature: float
     top_p: float
-    generator: Any
+    uniforms: Any  # (max_new_tokens,) draws from the request's seeded generator; None when greedy
     stop_ids: frozenset[int]
     stop_strings: tuple[str, ...]
     completion: list[int] = field(default_factory=list)
@@ -116,6 +117,7 @@ class InferenceEngine:
         self._keeps_logits = "logits_to_keep" in parameters
         # transformers 5.2x renamed `past_key_values` to `cache`; older versions know only the first.
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        self._single_tokens: dict[str, int | None] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu", batch_size: int = 8,
@@ -158,7 +160,8 @@ class InferenceEngine:
         """Completions in request order; greedy results do not depend on how requests are batched."""
         import torch
 
-        prepared = [self._prepare(i, request) for i, request in enumerate(requests)]
+        encoded: dict[str, list[int]] = {}  # a chat's ids by its JSON: a GRPO group renders its prompt once
+        prepared = [self._prepare(i, request, encoded) for i, request in enumerate(requests)]
         order = sorted(prepared, key=lambda p: len(p.ids))
         size = batch_size or self.batch_size
         with torch.inference_mode():
@@ -175,7 +178,7 @@ class InferenceEngine:
         return [Generation(g.text.strip(), g.prompt_tokens, g.completion_tokens, g.finish_reason, g.latency_ms)
                 for g in self.generate(requests)]
 
-    def _prepare(self, index: int, request: GenerationRequest) -> _Prepared:
+    def _prepare(self, index: int, request: GenerationRequest, encoded: dict[str, list[int]]) -> _Prepared:
         import torch
 
         if (request.prompt is None) == (request.messages is None):
@@ -189,7 +192,10 @@ class InferenceEngine:
         stop_ids = set(self._end_ids)
         stop_strings = [s for s in request.stop if s]
         if request.messages is not None:
-            ids = self._chat_ids(index, request.messages)
+            key = json.dumps(request.messages, sort_keys=True, default=str)
+            if key not in encoded:
+                encoded[key] = self._chat_ids(index, request.messages)
+            ids = encoded[key]
             if self.renderer is not None:
                 for stop in self.renderer.stop_sequences():
                     single = self._single_token(stop)
@@ -203,11 +209,14 @@ class InferenceEngine:
         ids = ids[-(self.max_length - request.max_new_tokens):]
         if not ids:
             raise ValueError(f"generation request {index}: the prompt encodes to no tokens")
-        generator = None
+        uniforms = None
         if request.temperature > 0:
+            # Every draw the request will need, up front: the sample depends on its seed alone, never on
+            # which requests share its batch, and the batch samples all rows in one inverse-CDF step.
             seed = request.seed if request.seed is not None else int(torch.randint(2**62, (1,)))
             generator = torch.Generator(device=self.device).manual_seed(seed)
-        return _Prepared(index, ids, request.max_new_tokens, request.temperature, request.top_p, generator,
+            uniforms = torch.rand(max(request.max_new_tokens, 1), generator=generator, device=self.device)
+        return _Prepared(index, ids, request.max_new_tokens, request.temperature, request.top_p, uniforms,
                          frozenset(stop_ids), tuple(stop_strings))
 
     def _chat_ids(self, index: int, messages: list[dict]) -> list[int]:
@@ -221,10 +230,13 @@ class InferenceEngine:
 
     def _single_token(self, text: str) -> int | None:
         """The id of ``text`` when the tokenizer has it as one added (special) token; such a stop is
-        matched on ids, since decoding without special tokens hides it."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        added = set(self.tokenizer.all_special_ids) | set(self.tokenizer.get_added_vocab().values())
-        return ids[0] if len(ids) == 1 and ids[0] in added else None
+        matched on ids, since decoding without special tokens hides it. Remembered per stop: the
+        tokenizer does not change, and asking it costs more than a decode step of a small model."""
+        if text not in self._single_tokens:
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            added = set(self.tokenizer.all_special_ids) | set(self.tokenizer.get_added_vocab().values())
+            self._single_tokens[text] = ids[0] if len(ids) == 1 and ids[0] in added else None
+        return self._single_tokens[text]
 
     def _decode_batch(self, batch: list[_Prepared]) -> None:
         import torch
@@ -236,37 +248,76 @@ class InferenceEngine:
                 p.text = ""
         if not active:
             return
-        width = max(len(p.ids) for p in active)
+        device = self.device
+        # Requests with the same prompt (a GRPO group) prefill it once; its cache is then copied per request.
+        unique: dict[tuple[int, ...], int] = {}
+        source = [unique.setdefault(tuple(p.ids), len(unique)) for p in active]
+        prompts = list(unique)
+        width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p.ids)) + p.ids for p in active], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p in active], device=self.device)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                             **self._last_logit_only())
         cache, logits = self._cache_of(output), output.logits[:, -1, :]
+        if len(prompts) < len(active):
+            rows = torch.tensor(source, device=device)
+            cache.batch_select_indices(rows)
+            logits, mask = logits[rows], mask[rows]
         next_position = mask.sum(-1, keepdim=True)
-        while active:
-            tokens = self._choose(active, logits).tolist()
-            keep = []
-            for row, (p, token) in enumerate(zip(active, tokens, strict=True)):
-                p.completion.append(token)
-                if self._finished(p, token):
-                    p.latency_ms = (time.perf_counter() - started) * 1000
-                else:
-                    keep.append(row)
-            if len(keep) < len(active):
-                if not keep:
+
+        # Per-row state lives in tensors, cut down together whenever rows finish.
+        count = len(active)
+        sampler = _Sampler(active, device)
+        longest = max(p.max_new_tokens for p in active)
+        limits = torch.tensor([p.max_new_tokens for p in active], device=device)
+        stop_width = max(1, max(len(p.stop_ids) for p in active))
+        stop_table = torch.tensor([sorted(p.stop_ids) + [-1] * (stop_width - len(p.stop_ids)) for p in active],
+                                  device=device)
+        history = torch.empty(count, longest, dtype=torch.long, device=device)
+        alive = torch.arange(count, device=device)  # each current row's index into `active`
+        alive_list = list(range(count))
+        # Stop strings need the decoded text at every step: only rows that have any pay for it.
+        watched = any(p.stop_strings for p in active)
+        ended_by_token: set[int] = set()
+        for step in range(longest):
+            tokens = sampler.choose(logits, step)
+            history[alive, step] = tokens
+            by_token = (tokens.unsqueeze(1) == stop_table).any(dim=1)
+            done = by_token | (limits <= step + 1)
+            if watched:
+                for row, token in enumerate(tokens.tolist()):
+                    p = active[alive_list[row]]
+                    if p.stop_strings:
+                        p.completion.append(token)
+                        if not done[row] and self._stop_string_in(p):
+                            done[row] = True
+            finished = done.nonzero().flatten().tolist()
+            if finished:
+                now = (time.perf_counter() - started) * 1000
+                ended_by_token.update(alive_list[row] for row in finished if by_token[row])
+                for row in finished:
+                    active[alive_list[row]].latency_ms = now
+                    active[alive_list[row]].completion = [step + 1]  # the length, for now
+                if len(finished) == len(alive_list):
                     break
-                rows = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(rows)
-                mask, next_position = mask[rows], next_position[rows]
-                active = [active[row] for row in keep]
-                tokens = [tokens[row] for row in keep]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-            output = self.model(input_ids=torch.tensor(tokens, device=self.device).unsqueeze(1), attention_mask=mask,
-                                position_ids=next_position, use_cache=True, **{self._cache_argument: cache})
+                keep = (~done).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                alive, limits, stop_table, mask, next_position = (alive[keep], limits[keep], stop_table[keep],
+                                                                  mask[keep], next_position[keep])
+                tokens = tokens[keep]
+                sampler.keep(keep)
+                gone = set(finished)
+                alive_list = [index for row, index in enumerate(alive_list) if row not in gone]
+            mask = torch.cat([mask, mask.new_ones(len(alive_list), 1)], dim=1)
+            output = self.model(input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=next_position,
+                                use_cache=True, **{self._cache_argument: cache})
             cache, logits = self._cache_of(output), output.logits[:, -1, :]
             next_position = next_position + 1
+        for index, (p, row) in enumerate(zip(active, history.tolist(), strict=True)):
+            p.completion = row[:p.completion[0]]
+            self._finish(p, ended_by_token=index in ended_by_token)
 
     @staticmethod
     def _cache_of(output: Any) -> Any:
@@ -276,39 +327,22 @@ class InferenceEngine:
     def _last_logit_only(self) -> dict[str, int]:
         return {"logits_to_keep": 1} if self._keeps_logits else {}
 
-    @staticmethod
-    def _choose(active: list[_Prepared], logits: torch.Tensor) -> torch.Tensor:
-        """The next token of each row: the argmax, or a draw from the row's own generator."""
-        import torch
+    def _stop_string_in(self, p: _Prepared) -> bool:
+        text = self.tokenizer.decode(p.completion, skip_special_tokens=True)
+        return any(s in text for s in p.stop_strings)
 
-        chosen = logits.argmax(dim=-1)
-        for row, p in enumerate(active):
-            if p.generator is None:
-                continue
-            probs = torch.softmax(logits[row].float() / p.temperature, dim=-1)
-            if p.top_p < 1.0:
-                # Nucleus: the smallest set of most likely tokens whose mass reaches top_p.
-                sorted_probs, sorted_ids = probs.sort(descending=True)
-                outside = sorted_probs.cumsum(0) - sorted_probs >= p.top_p
-                probs = probs.scatter(0, sorted_ids[outside], 0.0)
-            chosen[row] = torch.multinomial(probs, 1, generator=p.generator)[0]
-        return chosen
-
-    def _finished(self, p: _Prepared, token: int) -> bool:
-        """Record the text and reason when ``token`` ends ``p``; stop strings are found in decoded text."""
-        if token in p.stop_ids:
+    def _finish(self, p: _Prepared, ended_by_token: bool) -> None:
+        """Record the text and reason of a finished request; stop strings are found in decoded text."""
+        if ended_by_token:
             p.text, p.finish_reason = self.tokenizer.decode(p.completion[:-1], skip_special_tokens=True), "stop"
-            return True
-        out_of_room = len(p.completion) >= p.max_new_tokens
-        if not (p.stop_strings or out_of_room):
-            return False
+            return
         text = self.tokenizer.decode(p.completion, skip_special_tokens=True)
         cuts = [text.find(s) for s in p.stop_strings if s in text]
         if cuts:
             p.text, p.finish_reason = text[:min(cuts)], "stop"
-        elif out_of_room:
+        else:
             p.text, p.finish_reason = text, "length"
-        return bool(cuts) or out_of_room
+
 
     # -- log-likelihood -------------------------------------------------------------------------
 
@@ -428,6 +462,56 @@ class InferenceEngine:
                 row, continuation = wanted[k]
                 scored[k] = torch.cat([scored[k], rest[tail_row[row, tuple(continuation[:-1])], :len(continuation) - 1]])
         return scored
+
+
+class _Sampler:
+    """The next token of every row of a batch at once: the argmax for greedy rows, else an inverse-CDF
+    draw from the row's (temperature-scaled, top-p-filtered) distribution with the row's own pre-drawn
+    uniform for this step, so a seeded row samples the same tokens alone or in any batch."""
+
+    def __init__(self, active: list[_Prepared], device: str) -> None:
+        import torch
+
+        sampled = [p.uniforms is not None for p in active]
+        self.any_sampled = any(sampled)
+        if not self.any_sampled:
+            return
+        self.greedy = torch.tensor([not s for s in sampled], device=device)
+        self.all_sampled = all(sampled)
+        self.temperature = torch.tensor([p.temperature if s else 1.0 for p, s in zip(active, sampled, strict=True)],
+                                        device=device).unsqueeze(1)
+        # top_p 1 keeps every token: an infinite threshold, so float error in the cumulative sum drops none.
+        self.top_p = torch.tensor([p.top_p if s and p.top_p < 1.0 else math.inf
+                                   for p, s in zip(active, sampled, strict=True)], device=device).unsqueeze(1)
+        self.nucleus = any(s and p.top_p < 1.0 for p, s in zip(active, sampled, strict=True))
+        longest = max(p.max_new_tokens for p in active)
+        self.uniforms = torch.zeros(len(active), longest, device=device)
+        for row, p in enumerate(active):
+            if p.uniforms is not None:
+                self.uniforms[row, :p.max_new_tokens] = p.uniforms[:p.max_new_tokens]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        if self.any_sampled:
+            self.greedy, self.temperature, self.top_p, self.uniforms = (
+                self.greedy[rows], self.temperature[rows], self.top_p[rows], self.uniforms[rows])
+
+    def choose(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        import torch
+
+        if not self.any_sampled:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if self.nucleus:
+            # The smallest set of most likely tokens whose mass reaches top_p; the rest get probability 0.
+            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p
+            probs = probs.masked_fill(torch.zeros_like(outside).scatter(1, sorted_ids, outside), 0.0)
+        cdf = probs.cumsum(-1)
+        target = self.uniforms[:, step:step + 1] * cdf[:, -1:]
+        chosen = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
+        if self.all_sampled:
+            return chosen
+        return torch.where(self.greedy, logits.argmax(dim=-1), chosen)
 
 
 def recorded_renderer(checkpoint: Path) -> str | None:

@@ -8,6 +8,7 @@ each reward on its group's mean, and takes ``passes`` clipped policy-gradient st
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import random
 import time
@@ -165,23 +166,59 @@ def _pad_rollout(prompts: Sequence[list[int]], completions: Sequence[Sequence[in
 def completion_logprobs(model: PreTrainedModel, rollout: _Rollout, rows: slice, temperature: float,
                         with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(token) of each completion token of ``rows`` (batch, completion width) at ``temperature``,
-    and the policy's entropy at those positions when asked (no gradient through it)."""
+    and the policy's entropy at those positions when asked (no gradient through it).
+
+    Rows with the same (padded) prompt, a GRPO group, run that prompt once: its keys and values are
+    then copied to each row (gradients flow back through the copy) and only the completions run per row.
+    """
     import torch
 
     width = rollout.completion_width
     input_ids = rollout.input_ids[rows]
-    output = model(input_ids=input_ids, attention_mask=rollout.attention_mask[rows],
-                   position_ids=rollout.position_ids[rows], use_cache=False, logits_to_keep=width + 1)
-    # The logit at position t predicts token t + 1: drop the last one, keep those before each completion token.
-    logits = output.logits[:, :-1, :].float() / temperature
-    targets = input_ids[:, -width:]
-    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    prompt_width = input_ids.shape[1] - width
+    # The mask belongs to the key: a pad id that is also a real token must not merge two prompts.
+    prompts, source = torch.unique(torch.cat([input_ids[:, :prompt_width], rollout.attention_mask[rows,
+                                   :prompt_width]], dim=1), dim=0, return_inverse=True)
+    if len(prompts) < len(input_ids):
+        logits = _shared_prompt_logits(model, rollout, rows, prompts, source, prompt_width)
+    else:
+        output = model(input_ids=input_ids, attention_mask=rollout.attention_mask[rows],
+                       position_ids=rollout.position_ids[rows], use_cache=False, logits_to_keep=width + 1)
+        # The logit at position t predicts token t + 1: drop the last one, keep those before each completion token.
+        logits = output.logits[:, :-1, :]
+    log_p = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logprobs = log_p.gather(-1, input_ids[:, -width:].unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:
         with torch.no_grad():
-            log_p = torch.log_softmax(logits, dim=-1)
             entropy = -(log_p.exp() * log_p).sum(-1)
     return logprobs, entropy
+
+
+def _shared_prompt_logits(model: PreTrainedModel, rollout: _Rollout, rows: slice, prompts: torch.Tensor,
+                          source: torch.Tensor, prompt_width: int) -> torch.Tensor:
+    """The logits before each completion token (batch, completion width, vocab), each distinct prompt
+    run once through ``model`` and its cache expanded to the rows that share it."""
+    import torch
+
+    width = rollout.completion_width
+    ids, mask = prompts[:, :prompt_width], prompts[:, prompt_width:]
+    output = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                   use_cache=True, logits_to_keep=1)
+    head = output.logits[source]  # the last prompt position predicts each row's first completion token
+    if width == 1:
+        return head
+    cache = getattr(output, "cache", None)
+    cache = cache if cache is not None else output.past_key_values
+    cache.batch_select_indices(source)
+    inner = getattr(model, "get_base_model", lambda: model)()  # a LoRA policy forwards to its base model
+    argument = "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    end = prompt_width + width - 1  # the last completion token predicts nothing that is scored
+    rest = model(input_ids=rollout.input_ids[rows][:, prompt_width:end],
+                 attention_mask=rollout.attention_mask[rows][:, :end],
+                 position_ids=rollout.position_ids[rows][:, prompt_width:end], use_cache=True,
+                 **{argument: cache}).logits
+    return torch.cat([head, rest], dim=1)
 
 
 def _reference_logprobs(reference: Any, model: PreTrainedModel, rollout: _Rollout, rows: slice,

@@ -113,6 +113,30 @@ def test_padded_completion_logprobs_equal_each_sequence_alone(tiny_policy):
     assert entropy.shape == (2, 3) and bool((entropy > 0).all())
 
 
+def test_a_group_sharing_its_prompt_scores_and_trains_as_each_sequence_alone(tiny_policy):
+    from crucible.train.rl import _pad_rollout, completion_logprobs
+
+    model, tokenizer, _ = tiny_policy
+    prompts = [[5, 6, 7, 8, 9]] * 3 + [[10, 11]] * 2  # two groups: each prompt runs once, its cache is shared
+    completions = [[20, 21], [22, 23, 24], [25], [26, 27, 28, 29], [30]]
+    rollout = _pad_rollout(prompts, completions, tokenizer.pad_token_id, "cpu")
+    shared, _ = completion_logprobs(model, rollout, slice(0, None), temperature=0.7)
+    (shared * rollout.completion_mask).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    total = 0.0
+    for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0].float() / 0.7
+        alone = torch.log_softmax(logits[len(prompt) - 1:-1], -1).gather(
+            -1, torch.tensor(completion).unsqueeze(-1)).squeeze(-1)
+        assert shared[row, :len(completion)].tolist() == pytest.approx(alone.tolist(), abs=1e-5)
+        total = total + alone.sum()
+    total.backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(grads[name], p.grad, atol=1e-5), name
+    model.zero_grad()
+
+
 def test_each_completion_has_its_own_seed_and_groups_differ(tiny_policy):
     from crucible.inference import InferenceEngine
     from crucible.train.recipes import RLSettings
