@@ -18,6 +18,7 @@ The DPO asset calls :func:`run_dpo_recipe`; this module knows nothing of Dagster
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,10 +79,8 @@ class DPOOutcome:
 def _as_messages(value: Any, role: str, what: str) -> list[dict]:
     """A completion or prompt as messages: a text becomes one ``role`` message; a list (or its JSON) is kept."""
     if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
+        with contextlib.suppress(json.JSONDecodeError):  # a text that merely starts with "[" stays a text
             value = json.loads(value)
-        except json.JSONDecodeError:
-            pass  # a text that merely starts with "[" is a text
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, str):

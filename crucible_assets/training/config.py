@@ -90,3 +90,14 @@ class SFTConfig(dg.Config):
         if self.dataset_limit is not None:
             chosen["dataset.limit"] = self.dataset_limit
         return {**chosen, **self.overrides}
+
+
+def configured_recipe(config, trainer, method: str):
+    """The launchpad's recipe with its overrides, as ``trainer`` will run it; a RecipeError when its
+    method is not the one the asset trains."""
+    from crucible.train.recipes import RecipeError, apply_overrides, load_recipe
+
+    recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
+    if recipe.method != method:
+        raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; this asset trains {method!r} recipes")
+    return recipe

@@ -15,12 +15,17 @@ from crucible.train.data import (
     select_rows,
 )
 from crucible.train.distill import VocabularyMismatchError, resolve_teacher, run_distill_recipe
-from crucible.train.recipes import DistillSettings, RecipeError, apply_overrides, load_recipe
+from crucible.train.recipes import DistillSettings, RecipeError
 from crucible.train.runs import record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
-from crucible_assets.training.config import HyperparameterOverrides, optional_overrides, recipe_field
+from crucible_assets.training.config import (
+    HyperparameterOverrides,
+    configured_recipe,
+    optional_overrides,
+    recipe_field,
+)
 from resources.lake import LakeResource
 from resources.trainer import TrainerResource
 from schemas import LINEAGE_EDGES
@@ -58,9 +63,7 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillConfi
                          trainer: TrainerResource) -> dg.MaterializeResult:
     store = lake.lake()
     try:
-        recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
-        if recipe.method != "distill":
-            raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; this asset runs 'distill' recipes")
+        recipe = configured_recipe(config, trainer, "distill")
         teacher = resolve_teacher(recipe.distill.teacher, store)
         dataset = recipe.dataset
         rows, version = select_rows(store, dataset.name, dataset.split, dataset.limit, dataset.table_version,

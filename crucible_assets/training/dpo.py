@@ -16,12 +16,17 @@ from crucible.train.data import (
     select_rows,
 )
 from crucible.train.dpo_pipeline import ReferenceKey, run_dpo_recipe
-from crucible.train.recipes import DPOSettings, RecipeError, apply_overrides, load_recipe
+from crucible.train.recipes import DPOSettings, RecipeError
 from crucible.train.runs import parent_sft_run, record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
-from crucible_assets.training.config import HyperparameterOverrides, optional_overrides, recipe_field
+from crucible_assets.training.config import (
+    HyperparameterOverrides,
+    configured_recipe,
+    optional_overrides,
+    recipe_field,
+)
 from resources.lake import LakeResource
 from resources.trainer import TrainerResource
 from schemas import LINEAGE_EDGES
@@ -81,9 +86,7 @@ def _pairs_source(store, recipe) -> tuple[pd.DataFrame, str, str, int]:
 def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, lake: LakeResource,
                    trainer: TrainerResource) -> dg.MaterializeResult:
     try:
-        recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
-        if recipe.method != "dpo":
-            raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; this asset trains 'dpo' recipes")
+        recipe = configured_recipe(config, trainer, "dpo")
         store = lake.lake()
         parent = parent_sft_run(store, recipe.dpo.parent_run_id, "DPO")
         rows, dataset, split, version = _pairs_source(store, recipe)

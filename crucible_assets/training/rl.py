@@ -7,13 +7,18 @@ from pydantic import Field
 from crucible.quarantine import store_validated
 from crucible.train.config import DeviceUnavailableError
 from crucible.train.data import build_run_row, data_source, new_run_id, quarantine_rejected, select_rows
-from crucible.train.recipes import RecipeError, RLSettings, apply_overrides, load_recipe
+from crucible.train.recipes import RecipeError, RLSettings
 from crucible.train.rl_pipeline import run_rl_recipe
 from crucible.train.runs import parent_sft_run, record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
 from crucible_assets.metadata import table_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
-from crucible_assets.training.config import HyperparameterOverrides, optional_overrides, recipe_field
+from crucible_assets.training.config import (
+    HyperparameterOverrides,
+    configured_recipe,
+    optional_overrides,
+    recipe_field,
+)
 from resources.lake import LakeResource
 from resources.trainer import TrainerResource
 from schemas import LINEAGE_EDGES
@@ -50,9 +55,7 @@ class RLConfig(dg.Config):
 def rl_checkpoint(context: dg.AssetExecutionContext, config: RLConfig, lake: LakeResource,
                   trainer: TrainerResource) -> dg.MaterializeResult:
     try:
-        recipe = trainer.configure(apply_overrides(load_recipe(config.recipe), config.recipe_overrides()))
-        if recipe.method != "rl":
-            raise RecipeError(f"recipe {recipe.name} has method {recipe.method!r}; training/rl_checkpoint runs 'rl'")
+        recipe = configured_recipe(config, trainer, "rl")
         store = lake.lake()
         parent = parent_sft_run(store, recipe.rl.parent_run_id, "RL")
         dataset = recipe.dataset
