@@ -2,7 +2,15 @@
 
 from schemas.datasets import ExamplesSchema, SplitsSchema
 from schemas.evaluation import EvalResultsSchema, EvalSummariesSchema
-from schemas.feedback import InferenceEventsSchema
+from schemas.feedback import (
+    CuratedSchema,
+    EmbeddingsSchema,
+    FeedbackPairsSchema,
+    InferenceEventsSchema,
+    QualitySchema,
+    ReviewsSchema,
+    SignalsSchema,
+)
 from schemas.migrations import LakeMigrationsSchema
 from schemas.monitoring import BaselinesSchema, DriftReportsSchema
 from schemas.preference import ReferenceLogprobsSchema
@@ -41,6 +49,12 @@ ALIASES = TableSpec("registry", "aliases", AliasesSchema, ("model_name", "alias"
 PRINCIPALS = TableSpec("registry", "principals", PrincipalsSchema, ("name",))
 AUDIT_LOG = TableSpec("registry", "audit_log", AuditLogSchema, ("event_id",))
 INFERENCE_EVENTS = TableSpec("feedback", "inference_events", InferenceEventsSchema, ("event_id",), "day")
+SIGNALS = TableSpec("feedback", "signals", SignalsSchema, ("event_id", "signal_id"), "day")
+QUALITY = TableSpec("feedback", "quality", QualitySchema, ("event_id",), "day")
+EMBEDDINGS = TableSpec("feedback", "embeddings", EmbeddingsSchema, ("text_hash",))
+CURATED = TableSpec("feedback", "curated", CuratedSchema, ("example_id",))
+FEEDBACK_PAIRS = TableSpec("feedback", "preference_pairs", FeedbackPairsSchema, ("pair_id",))
+REVIEWS = TableSpec("feedback", "reviews", ReviewsSchema, ("example_id", "reviewer"))
 BASELINES = TableSpec("monitoring", "baselines", BaselinesSchema, ("baseline_id",))
 DRIFT_REPORTS = TableSpec("monitoring", "drift_reports", DriftReportsSchema, ("day", "detector"), "day")
 QUARANTINE = TableSpec("quarantine", "rows", QuarantineSchema, ("table", "source", "row_hash"), "day",
@@ -51,7 +65,7 @@ LAKE_MIGRATIONS = TableSpec("_crucible", "migrations", LakeMigrationsSchema, ("s
 ALL_TABLES: tuple[TableSpec, ...] = (
     EXAMPLES, SPLITS, TRAINING_RUNS, TRAINING_METRICS, EVAL_RESULTS, EVAL_SUMMARIES, MODELS, MODEL_VERSIONS,
     ARTIFACTS, LINEAGE_EDGES, ALIASES, PRINCIPALS, AUDIT_LOG, INFERENCE_EVENTS, BASELINES, DRIFT_REPORTS,
-    QUARANTINE, REFERENCE_LOGPROBS,
+    QUARANTINE, REFERENCE_LOGPROBS, SIGNALS, QUALITY, EMBEDDINGS, CURATED, FEEDBACK_PAIRS, REVIEWS,
 )
 
 __all__ = [name for name in dir() if name.isupper()] + ["TableSpec"]

@@ -9,13 +9,17 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
-# System packages the tests use: bubblewrap isolates untrusted code (the evaluation sandbox).
-if ! command -v bwrap >/dev/null 2>&1; then
+# System packages the tests use: bubblewrap isolates untrusted code (the evaluation sandbox);
+# chromium drives the browser tests (Playwright cannot download its own browser here).
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "setup: bubblewrap (bwrap) is not installed; install it (e.g. apt-get install bubblewrap) so the" \
-         "code sandbox can isolate untrusted programs" >&2
+    echo "setup: missing system packages: ${missing[*]}; install them (e.g. apt-get install ${missing[*]}):" \
+         "bubblewrap isolates untrusted programs, chromium runs the browser tests" >&2
   fi
 fi
 
