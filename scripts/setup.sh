@@ -10,16 +10,18 @@ VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
 # System packages the tests use: bubblewrap isolates untrusted code (the evaluation sandbox);
-# chromium drives the browser tests (Playwright cannot download its own browser here).
+# chromium drives the browser tests (Playwright cannot download its own browser here); the
+# PostgreSQL server backs the tests of the PostgreSQL Dagster instance and SQL dataset sources.
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "setup: missing system packages: ${missing[*]}; install them (e.g. apt-get install ${missing[*]}):" \
-         "bubblewrap isolates untrusted programs, chromium runs the browser tests" >&2
+         "bubblewrap isolates untrusted programs, chromium runs the browser tests, postgresql the instance tests" >&2
   fi
 fi
 
