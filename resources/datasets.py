@@ -12,9 +12,12 @@ import yaml
 from pydantic import Field
 
 from crucible.data.loaders import BUILTIN_DATASETS, FieldMapping, LoadResult, load_benchmark, load_file
+from crucible.data.loaders.base import DATA_FILE_SUFFIXES
+from crucible.data.remote import SOURCE_SUFFIX, RemoteSourceError, load_remote, read_source_file
 from resources.lake import default_home
 
-DATA_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".json", ".csv", ".parquet")
+# A ``<name>.source.yaml`` describes a remote dataset (object storage, Delta, SQL, BigQuery).
+DATA_SUFFIXES = (SOURCE_SUFFIX, *DATA_FILE_SUFFIXES)
 MAPPING_KEYS = ("input", "target", "id", "split", "messages")
 
 # A dataset's name is its Dagster partition key, and it appears in run keys, tags and the lake's
@@ -45,7 +48,13 @@ def name_problem(name: str) -> str | None:
 
 
 def read_mapping(path: Path) -> FieldMapping:
-    """The field mapping for a drop-folder data file: its ``<name>.yaml`` if there is one, else input/target."""
+    """The field mapping for a drop-folder data file: its ``<name>.yaml`` if there is one, else input/target.
+    A remote source carries its mapping inside its ``<name>.source.yaml``."""
+    if path.name.lower().endswith(SOURCE_SUFFIX):
+        try:
+            return read_source_file(path).mapping
+        except RemoteSourceError as error:
+            raise ValueError(str(error)) from None
     name = dataset_name_of(path) or path.stem
     mapping_file = path.with_name(f"{name}.yaml")
     if not mapping_file.exists():
@@ -169,6 +178,9 @@ class DatasetSourcesResource(dg.ConfigurableResource):
     Entries that cannot be loaded (dangling links, folders, unreadable files, two files with one
     name, a built-in benchmark's name, a name that cannot be a partition key) are reported by
     ``scan()`` with what to do, and never stop the other files from loading.
+
+    A ``<name>.source.yaml`` makes a remote dataset (see ``crucible.data.remote``): files or a Delta
+    table on S3-compatible storage, a SQL query through SQLAlchemy, or a BigQuery query.
     """
 
     drop_folder: str = Field(
@@ -193,4 +205,9 @@ class DatasetSourcesResource(dg.ConfigurableResource):
                                          f"not a built-in benchmark ({', '.join(BUILTIN_DATASETS)}) and no file "
                                          f"{name}.<{'|'.join(s[1:] for s in DATA_SUFFIXES)}> in {self.drop_folder}"))
         path = scan.files[name].path
+        if path.name.lower().endswith(SOURCE_SUFFIX):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix=f"crucible-{name}-") as workdir:
+                return load_remote(read_source_file(path), Path(workdir), limit=limit)
         return load_file(path, read_mapping(path), dataset=name, limit=limit)

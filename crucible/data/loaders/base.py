@@ -438,6 +438,10 @@ def _python_rows(table) -> Iterator[tuple[dict[str, Any] | None, str, str | None
             yield row, raw_json(row), None
 
 
+# The data files a loader reads, by suffix (lower case).
+DATA_FILE_SUFFIXES = (".jsonl.gz", ".jsonl", ".json.gz", ".json", ".csv", ".parquet")
+
+
 def iter_file_rows(path: Path, label: str) -> Iterator[RawRow | FileError]:
     """Rows of a data file, read according to its extension (CSV files must have a header row)."""
     name = path.name.lower()

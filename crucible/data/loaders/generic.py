@@ -116,7 +116,7 @@ def _collect(rows: Iterable[RawRow | FileError], label: str, mapping: FieldMappi
 
 
 def load_file(path: str | Path, mapping: FieldMapping, *, dataset: str, split: str = "train",
-              limit: int | None = None) -> LoadResult:
+              limit: int | None = None, label: str | None = None) -> LoadResult:
     """Load a ``.jsonl[.gz]``, ``.json``, ``.csv`` (with a header row) or ``.parquet`` file.
 
     ``split`` names the split unless ``mapping.split`` names a field that holds it; ``limit`` caps
@@ -125,11 +125,12 @@ def load_file(path: str | Path, mapping: FieldMapping, *, dataset: str, split: s
 
     A row that cannot be loaded is a LoadError; an unreadable Parquet row group a FileError while the
     other groups load; a file that cannot be read at all raises DatasetReadError (its ``file_errors``
-    holds the one FileError).
+    holds the one FileError). ``label`` replaces the file name in sources (a remote copy's origin).
     """
     path = Path(path)
+    label = label or path.name
     result = LoadResult()
-    _collect(read_rows(path, path.name), path.name, mapping, dataset, split, limit, result)
+    _collect(read_rows(path, label), label, mapping, dataset, split, limit, result)
     raise_if_nothing_read(dataset, result)
     return result
 
