@@ -6,6 +6,7 @@ source of truth for columns and types.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import pandera.pandas as pa
@@ -51,8 +52,13 @@ class TableSpec:
 
     def arrow_schema(self) -> pa_arrow.Schema:
         fields = []
+        # Pandera stores Series[bytes] as a plain object column: the annotation says it is binary.
+        hints = typing.get_type_hints(self.model)
         for name, column in self.model.to_schema().columns.items():
             dtype = str(column.dtype)
+            if dtype == "object" and typing.get_args(hints.get(name)) == (bytes,):
+                fields.append(pa_arrow.field(name, pa_arrow.binary(), nullable=column.nullable))
+                continue
             if dtype not in _ARROW_TYPES:
                 raise TypeError(f"table {self.path}: column {name!r} has dtype {dtype!r} with no Arrow mapping")
             fields.append(pa_arrow.field(name, _ARROW_TYPES[dtype], nullable=column.nullable))
