@@ -16,6 +16,9 @@ _CONTACT_LINES = (
     "You can reach me at {name}@example.com if anything is unclear.",
     "Call me on +1 415-555-{n:04d} when you have the answer.",
     "My number is (020) 7946 {n:04d}, my mail {name}.{n}@mail.example.org.",
+    "Card 4111 1111 1111 1111 was charged twice (order #2024{n:04d}), refund to DE89 3704 0044 0532 0130 00.",
+    "My SSN is 219-09-{n:04d}; the app logged my IP 198.51.100.23 at 14:35:09.",
+    "Our key AKIAIOSFODNN7EXAMPLE leaked with header Authorization: Bearer tok_{n:04d}abcdefghij.",
 )
 _NAMES = ("jane.doe", "li.wei", "omar", "sofia_r", "k.tanaka")
 _LONG_CONTEXT = ("Please think about every detail of the situation carefully before answering, and explain "
