@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -607,3 +608,295 @@ def list_principals(root: str | None, as_json: bool) -> None:
     for r in rows:
         _plain_row(table, r["name"], ", ".join(r["roles"]), r["created_by"], str(r["created_at"])[:19])
     Console(width=160).print(table)
+
+
+@main.group()
+def feedback() -> None:
+    """Curated feedback: export it, review it."""
+
+
+def _day(value: str | None) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a YYYY-MM-DD day") from None
+
+
+@feedback.command("export")
+@click.argument("what", type=click.Choice(["curated", "pairs"]))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True,
+              help="hf = a Hugging Face datasets folder (load it with datasets.load_from_disk).")
+@click.option("--start", help="First day (YYYY-MM-DD) of the events to export.")
+@click.option("--end", help="Last day (YYYY-MM-DD), included.")
+@click.option("--all-statuses", is_flag=True,
+              help="curated: also export pending hard examples (by default only SFT targets are exported).")
+@click.option("--root", help=_ROOT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a line of text.")
+def export_feedback(what: str, out: Path, fmt: str, start: str | None, end: str | None, all_statuses: bool,
+                    root: str | None, as_json: bool) -> None:
+    """Export curated examples (SFT chats) or preference pairs to OUT as JSONL, Parquet or a datasets folder."""
+    from crucible.feedback.export import export_from_lake
+
+    try:
+        result = export_from_lake(_lake(root), what, out, fmt, start=_day(start), end=_day(end),
+                                  targets_only=not all_statuses)
+    except (LookupError, ValueError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        _print_json(dataclasses.asdict(result))
+    else:
+        click.echo(f"exported {result.rows} {what} rows to {result.path} ({result.format})")
+
+
+@main.group()
+def review() -> None:
+    """The human review page of curated feedback examples."""
+
+
+@review.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The page has no login: keep it on a loopback address.")
+@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port (printed).")
+@click.option("--lake", "--root", "root", help=_ROOT_HELP)
+@click.option("--reviewer", help="Reviewer name recorded when the page's Reviewer field is left empty.")
+@click.option("--per-page", type=click.IntRange(1, 200), default=20, show_default=True)
+def review_serve(host: str, port: int, root: str | None, reviewer: str | None, per_page: int) -> None:
+    """Serve the review page until SIGTERM/SIGINT: approve, reject or edit curated examples.
+
+    Prints `crucible review: listening on URL` once listening.
+    """
+    import ipaddress
+
+    from crucible.feedback.review import ReviewServer
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        click.echo(f"crucible review: warning: {host} is not a loopback address and the page has no login; "
+                   f"anyone who reaches it can change reviews", err=True)
+    server = ReviewServer(_lake(root), host=host, port=port, reviewer=reviewer, per_page=per_page)
+    try:
+        server.serve_forever(lambda url: click.echo(f"crucible review: listening on {url}"))
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo("crucible review: stopped")
+
+
+@main.command()
+@click.argument("model_ref", required=False, metavar="[MODEL/vN | MODEL@ALIAS]")
+@click.option("--model", "model_name", help="The registered model to serve (or give MODEL/vN, MODEL@ALIAS).")
+@click.option("--version", "version", type=int, help="Serve this version number.")
+@click.option("--stage", help="Serve the newest version in this stage (default: production).")
+@click.option("--alias", help="Serve the version this alias points to.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port (printed).")
+@click.option("--deployment", help="Deployment name recorded on every inference event (default: the model).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto.")
+@click.option("--max-batch-size", type=int, default=8, show_default=True)
+@click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
+              help="Longest a batch is held open for more requests.")
+@click.option("--inject-fault", help="CHAOS TESTING ONLY, plants a broken version: error, error:RATE, hang, slow:MS.")
+@click.option("--no-events", is_flag=True, help="Record no inference events.")
+@click.option("--pii-key-env", default="CRUCIBLE_PII_KEY", show_default=True,
+              help="Variable holding the key that pseudonymizes user ids (unset: ids are left to the ingestion).")
+@click.option("--spill-dir", type=click.Path(path_type=Path),
+              help="Where events that cannot be written are kept (default: $CRUCIBLE_HOME/feedback_inbox).")
+@click.option("--root", help=_ROOT_HELP)
+def serve(model_ref: str | None, model_name: str | None, version: int | None, stage: str | None, alias: str | None, host: str, port: int,
+          deployment: str | None, device: str, max_batch_size: int, max_wait_ms: float, inject_fault: str | None,
+          no_events: bool, pii_key_env: str, spill_dir: Path | None, root: str | None) -> None:
+    """Serve a registered version over an OpenAI-compatible API until SIGTERM/SIGINT.
+
+    Prints `crucible serve: ... listening on URL` once listening; GET /readyz answers 200 once loaded.
+    """
+    import os
+
+    from crucible.deploy.batching import FaultSpec
+    from crucible.deploy.server import ModelServer
+    from crucible.lake import default_home
+    from crucible.registry.registry import VersionNotFound, parse_model_ref
+
+    refs = [ref for ref in (version, stage, alias) if ref is not None]
+    if model_ref is not None:
+        if model_name is not None or refs:
+            raise click.UsageError(f"{model_ref} names the model and version; drop --model/--version/--stage/--alias")
+        try:
+            model_name, named = parse_model_ref(model_ref)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="MODEL_REF") from None
+        refs = [named]
+    if model_name is None:
+        raise click.UsageError("name the model: --model NAME, or MODEL/vN or MODEL@ALIAS")
+    if len(refs) > 1:
+        raise click.UsageError("give at most one of --version, --stage and --alias")
+    try:
+        fault = FaultSpec.parse(inject_fault)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--inject-fault") from None
+    from crucible.feedback.pii import pii_key_from_env
+
+    user_key = pii_key_from_env(pii_key_env) if os.environ.get(pii_key_env, "").strip() else None
+    try:
+        server = ModelServer.from_registry(
+            _lake(root), model_name, refs[0] if refs else "production", device=device, record_events=not no_events,
+            user_key=user_key, spill_dir=spill_dir or Path(default_home()) / "feedback_inbox", host=host, port=port,
+            deployment=deployment, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, fault=fault)
+    except VersionNotFound as error:
+        raise click.ClickException(str(error)) from None
+    label = f"{model_name} v{server.model_version}" + (f" (fault {fault})" if fault else "")
+    server.serve_forever(lambda url: click.echo(f"crucible serve: {label} listening on {url}", nl=True))
+    click.echo(f"crucible serve: {label} stopped")
+
+
+@main.group()
+def deploy() -> None:
+    """Deployments: roll a registered version out locally, render it for vLLM/TGI/Kubernetes, list, probe, stop."""
+
+
+def _deploy_dir(workdir: str | None) -> Path:
+    from crucible.lake import default_home
+
+    return Path(workdir or f"{default_home()}/deployments")
+
+
+def _deployment_json(deployment) -> dict:
+    return {k: v for k, v in deployment.row().items() if k not in ("history", "config")} | {
+        "history": list(deployment.history)}
+
+
+def _serve_spec(store: DeltaLake, model_name: str, ref: str, serve_args: tuple[str, ...] = ()):
+    from crucible.deploy.targets import ServeSpec
+    from crucible.registry.registry import VersionNotFound, read_version
+
+    try:
+        version = read_version(store, model_name, ref)
+    except VersionNotFound as error:
+        raise click.ClickException(str(error)) from None
+    return ServeSpec.from_version(version, lake_root=str(store.root), extra_args=serve_args)
+
+
+@deploy.command("up")
+@click.option("--model", "model_name", required=True, help="The registered model.")
+@click.option("--ref", default="production", show_default=True, help="Version number, stage, alias or latest.")
+@click.option("--strategy", type=click.Choice(["replace", "blue_green", "canary", "ab"]), default="canary",
+              show_default=True)
+@click.option("--steps", default="10,30,50,100", show_default=True, help="Canary traffic percents.")
+@click.option("--hold-s", type=float, default=60.0, show_default=True, help="Seconds each step is watched.")
+@click.option("--max-error-rate", type=float, default=0.05, show_default=True)
+@click.option("--max-p99-ms", type=float, default=5000.0, show_default=True)
+@click.option("--candidate-timeout-s", type=float, default=10.0, show_default=True)
+@click.option("--serve-arg", "serve_args", multiple=True, help="Extra `crucible serve` argument (repeatable).")
+@click.option("--workdir", help="Logs and router state (default: $CRUCIBLE_HOME/deployments).")
+@click.option("--root", help=_ROOT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def deploy_up(model_name: str, ref: str, strategy: str, steps: str, hold_s: float, max_error_rate: float,
+              max_p99_ms: float, candidate_timeout_s: float, serve_args: tuple[str, ...], workdir: str | None,
+              root: str | None, as_json: bool) -> None:
+    """Roll a registered version out on this machine behind the model's router; rolls back by itself."""
+    from crucible.deploy.deployments import deploy_local
+    from crucible.deploy.strategies import Thresholds, strategy_from_config
+    from crucible.deploy.targets import LocalTarget
+
+    store = _lake(root)
+    try:
+        plan = strategy_from_config(strategy, canary_steps=[float(p) for p in steps.split(",")], hold_s=hold_s)
+        result = deploy_local(store, _serve_spec(store, model_name, ref, serve_args),
+                              target=LocalTarget(_deploy_dir(workdir) / "local"), strategy=plan,
+                              thresholds=Thresholds(max_error_rate, max_p99_ms),
+                              candidate_timeout_s=candidate_timeout_s,
+                              on_event=None if as_json else click.echo)
+    except (ValueError, RuntimeError) as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        _print_json(_deployment_json(result))
+    else:
+        click.echo(f"{result.deployment_id} {result.model_name} v{result.model_version}: {result.state} "
+                   f"({result.reason}); endpoint {result.endpoint}")
+    if result.state == "failed":
+        sys.exit(1)
+
+
+@deploy.command("render")
+@click.option("--model", "model_name", required=True, help="The registered model.")
+@click.option("--ref", default="production", show_default=True, help="Version number, stage, alias or latest.")
+@click.option("--target", type=click.Choice(["kubernetes", "vllm", "tgi"]), required=True)
+@click.option("--gpus", type=int, default=1, show_default=True)
+@click.option("--image", default="crucible:latest", show_default=True, help="kubernetes: container image.")
+@click.option("--workdir", help="Where the rendered file goes (default: $CRUCIBLE_HOME/deployments).")
+@click.option("--root", help=_ROOT_HELP)
+def deploy_render(model_name: str, ref: str, target: str, gpus: int, image: str, workdir: str | None,
+                  root: str | None) -> None:
+    """Render and validate the launch command or manifests of a version; print them and where they were written."""
+    from crucible.deploy.deployments import render_deployment
+    from crucible.deploy.targets import TargetConfigError
+
+    store = _lake(root)
+    options = {"kubernetes": {"gpus": gpus, "image": image}, "vllm": {"tensor_parallel_size": gpus},
+               "tgi": {"num_shard": gpus}}[target]
+    try:
+        record, path = render_deployment(store, _serve_spec(store, model_name, ref), target,
+                                         _deploy_dir(workdir) / target, **options)
+    except TargetConfigError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(path.read_text(), nl=False)
+    click.echo(f"# {record.deployment_id}: {record.reason}", err=True)
+
+
+@deploy.command("list")
+@click.option("--state", "states", multiple=True, help="Only deployments in this state (repeatable).")
+@click.option("--root", help=_ROOT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def deploy_list(states: tuple[str, ...], root: str | None, as_json: bool) -> None:
+    """Deployments, oldest first."""
+    from crucible.deploy.deployments import list_deployments
+
+    rows = list_deployments(_lake(root), states=states or None)
+    if as_json:
+        _print_json([_deployment_json(d) for d in rows])
+        return
+    table = Table(title="deployments")
+    for column in ("id", "model", "target", "strategy", "state", "traffic %", "endpoint", "reason"):
+        table.add_column(column)
+    for d in rows:
+        _plain_row(table, d.deployment_id, f"{d.model_name} v{d.model_version}", d.target, d.strategy, d.state,
+                   f"{d.traffic_percent:g}", d.endpoint or "", d.reason or "")
+    Console(width=200).print(table)
+
+
+@deploy.command("probe")
+@click.option("--root", help=_ROOT_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def deploy_probe(root: str | None, as_json: bool) -> None:
+    """Probe every live local deployment once and write its deployment/health row."""
+    from crucible.deploy.health import probe_live_deployments
+
+    rows = probe_live_deployments(_lake(root))
+    if as_json:
+        _print_json(rows.to_dict("records"))
+        return
+    for r in rows.itertuples():
+        click.echo(f"{r.deployment_id} {r.url}: live={r.live} ready={r.ready} latency={r.latency_ms} ms"
+                   + (f" ({r.error})" if isinstance(r.error, str) else ""))
+
+
+@deploy.command("stop")
+@click.argument("deployment_id")
+@click.option("--keep-router", is_flag=True, help="Leave the model's router running.")
+@click.option("--workdir", help="Logs and router state (default: $CRUCIBLE_HOME/deployments).")
+@click.option("--root", help=_ROOT_HELP)
+def deploy_stop(deployment_id: str, keep_router: bool, workdir: str | None, root: str | None) -> None:
+    """Stop a local deployment's server (and its model's router) and mark it terminated."""
+    from crucible.deploy.deployments import DeploymentNotFound, IllegalTransition, terminate_local
+    from crucible.deploy.targets import LocalTarget
+
+    try:
+        result = terminate_local(_lake(root), deployment_id, LocalTarget(_deploy_dir(workdir) / "local"),
+                                 stop_router=not keep_router)
+    except (DeploymentNotFound, IllegalTransition) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{result.deployment_id}: {result.state}")

@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from schemas import ALL_TABLES, EVAL_RESULTS, EVAL_SUMMARIES, LAKE_MIGRATIONS, QUARANTINE, TableSpec
+from schemas import (
+    ALL_TABLES,
+    BASELINES,
+    DRIFT_REPORTS,
+    EVAL_RESULTS,
+    EVAL_SUMMARIES,
+    INFERENCE_EVENTS,
+    LAKE_MIGRATIONS,
+    QUARANTINE,
+    TableSpec,
+)
 
 if TYPE_CHECKING:
     from crucible.lake import DeltaLake
@@ -128,6 +138,31 @@ def rewrite_eval_summaries(lake: DeltaLake, spec: TableSpec) -> None:
     lake.rewrite(spec, eval_summaries_v1_to_v2)
 
 
+# Schema version 1 of feedback/inference_events was written only by the simulated-traffic asset.
+LEGACY_EVENTS_SOURCE = "simulation"
+LEGACY_EVENTS_DEPLOYMENT = "simulation"
+
+
+def inference_events_v1_to_v2(rows: pd.DataFrame) -> pd.DataFrame | None:
+    """feedback/inference_events rows of schema v1 in the v2 shape; None when they already are (a re-run).
+
+    v1 rows came from the simulation: deployment and source "simulation", no user or session, and
+    ``ingested_at`` = their timestamp (v1 did not record when a row was written). Tokens and latency
+    keep their values in the now nullable columns.
+    """
+    if "deployment" in rows.columns:
+        return None
+    return rows.assign(
+        deployment=LEGACY_EVENTS_DEPLOYMENT, user_id=None, session_id=None, source=LEGACY_EVENTS_SOURCE,
+        ingested_at=rows["timestamp"], prompt_tokens=rows["prompt_tokens"].astype("Int64"),
+        response_tokens=rows["response_tokens"].astype("Int64"))
+
+
+def rewrite_inference_events(lake: DeltaLake, spec: TableSpec) -> None:
+    """feedback/inference_events v1 -> v2: rewrite in the new columns and nullability (history keeps v1)."""
+    lake.rewrite(spec, inference_events_v1_to_v2)
+
+
 STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(QUARANTINE.path, 1, "add the nullable column origin (the scope a write replaces)",
                   additive=True, apply=add_new_columns),
@@ -140,6 +175,13 @@ STEPS: tuple[MigrationStep, ...] = (
     MigrationStep(EVAL_SUMMARIES.path, 1, "rewrite in the v2 columns: num_examples -> n, no interval "
                   "(ci_method 'none', ci_low = ci_high = value); split 'test', variant 'legacy'",
                   additive=False, apply=rewrite_eval_summaries),
+    MigrationStep(BASELINES.path, 1, "add the nullable snapshot columns snapshot_id, kind, table_versions, trigger",
+                  additive=True, apply=add_new_columns),
+    MigrationStep(INFERENCE_EVENTS.path, 1, "rewrite with deployment and source 'simulation', no user or session, "
+                  "ingested_at = timestamp; tokens and latency become nullable", additive=False,
+                  apply=rewrite_inference_events),
+    MigrationStep(DRIFT_REPORTS.path, 1, "add the nullable column explanation (the key widens to day, detector, "
+                  "feature)", additive=True, apply=add_new_columns),
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import time
@@ -42,25 +43,81 @@ def smollm2_profile(cache_dir: Path) -> dict[str, dict]:
     }
 
 
-def _retrain_config(profile: dict, training: dict | None = None) -> dict:
-    ops = {"training__sft_checkpoint": {"config": {**profile.get("training", {}), **(training or {})}}}
+def _retrain_config(profile: dict, request_config: dict | None = None) -> dict:
+    """retrain_job's run config: the profile's training/evaluation settings, plus what a sensor asked for
+    (the feedback window to curate and train on, and why)."""
+    ops = {"training__sft_checkpoint": {"config": dict(profile.get("training", {}))}}
     if profile.get("evaluation"):
         ops["evaluation__eval_results"] = {"config": profile["evaluation"]}
+    for op, settings in ((request_config or {}).get("ops") or {}).items():
+        ops.setdefault(op, {"config": {}})["config"].update(settings.get("config", {}))
     return {"ops": ops}
 
 
+RETRAINING_SENSORS = ("drift_retraining_sensor", "quality_retraining_sensor", "curated_volume_retraining_sensor")
+
+
+def demo_real_traffic(day: dt.date, version: int, resources: dict, instance, defs, echo=print) -> dict:
+    """Real (non-simulated) traffic for ``day``: a JSONL file dropped in the feedback inbox (ingested
+    through the inbox sensor's run) and events and thumbs posted over HTTP; PII in both is scrubbed."""
+    import json
+
+    import dagster as dg
+    import requests
+
+    from crucible.feedback.http import FeedbackServer
+
+    inbox = Path(resources["feedback"].inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    stamp = f"{day.isoformat()}T09:00:00Z"
+    base = {"deployment": "support-bot", "model_name": "crucible-sft", "model_version": version, "timestamp": stamp}
+    lines = [
+        {**base, "event_id": f"demo-file-{i}", "prompt": prompt, "response": answer, "latency_ms": 120.0 + i}
+        for i, (prompt, answer) in enumerate([
+            ("My card 4111 1111 1111 1111 was charged twice, refund please", "I have opened a refund request."),
+            ("Send the invoice INV-2024-000123 to jane.doe@example.com", "Done: the invoice is on its way."),
+            ("Login fails from 203.0.113.7 with Bearer abcdef1234567890abcdef", "Please reset your password."),
+        ])]
+    lines.append({**base, "event_id": "demo-file-bad", "prompt": "", "response": "a record with no prompt"})
+    path = inbox / f"support-{day.isoformat()}.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    sensor = defs.get_sensor_def("feedback_inbox_sensor")
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources))
+    for request in tick.run_requests or []:
+        result = defs.resolve_job_def("feedback_ingest_job").execute_in_process(
+            instance=instance, run_config=request.run_config, tags={**request.tags, "dagster/run_key": request.run_key})
+        if not result.success:
+            raise RuntimeError(f"feedback_ingest_job failed for {path}")
+    echo(f"  inbox: {path.name} ingested ({len(lines)} lines, one without a prompt goes to quarantine)")
+    server = FeedbackServer(resources["lake"].lake(), scrubber=resources["feedback"].scrubber()).start()
+    try:
+        events = [{**base, "event_id": f"demo-http-{i}", "prompt": f"Call me on +1 415-555-01{i:02d} about order "
+                   f"#2023114{i}", "response": "Sure, we will call you back."} for i in range(3)]
+        posted = requests.post(f"{server.url}/v1/events", json=events, timeout=30)
+        thumbs = requests.post(f"{server.url}/v1/feedback", json=[
+            {"event_id": "demo-http-0", "signal": "thumbs_up"}, {"event_id": "demo-http-1", "signal": "thumbs_down"}],
+            timeout=30)
+    finally:
+        server.stop()
+    echo(f"  HTTP: POST /v1/events -> {posted.status_code}, POST /v1/feedback -> {thumbs.status_code}")
+    return {"http_events": posted.status_code, "http_feedback": thumbs.status_code}
+
+
 def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resources: dict,
-                  datasets: tuple[str, ...] = ("gsm8k",), profile: dict | None = None, echo=print) -> dict:
+                  datasets: tuple[str, ...] = ("gsm8k",), profile: dict | None = None, echo=print,
+                  real_traffic: bool = True) -> dict:
     """Run every stage through ``defs``' jobs on ``instance``; returns what each stage produced.
 
     ``profile`` holds launchpad configs for training, evaluation and traffic (the tiny model's
-    defaults when empty).
+    defaults when empty). The retraining sensors decide on the simulated days; a retraining they
+    request curates the feedback of its window and trains on the recipe's data plus those examples.
     """
     profile = profile or {}
     import dagster as dg
 
-    from crucible_assets.monitoring.sensors import drift_retraining_sensor
+    from crucible.registry.store import latest_version
     from crucible_assets.partitions import datasets_partitions
+    from crucible_assets.registry import MODEL_NAME
 
     def execute(job_name: str, **kwargs):
         started = time.perf_counter()
@@ -71,38 +128,67 @@ def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resour
         return result
 
     produced: dict = {}
-    echo(f"1/4 datasets: loading {', '.join(datasets)} into datasets/examples and datasets/splits")
+    echo(f"1/5 datasets: loading {', '.join(datasets)} into datasets/examples and datasets/splits")
     instance.add_dynamic_partitions(datasets_partitions.name, list(datasets))
     for name in datasets:
         execute("dataset_ingest_job", partition_key=name)
 
-    echo("2/4 training → evaluation → registry")
+    echo("2/5 training → evaluation → registry")
     execute("retrain_job", run_config=_retrain_config(profile))
 
-    echo(f"3/4 feedback and drift for {', '.join(days)}")
+    echo(f"3/5 feedback, quality, embeddings and drift for {', '.join(days)}")
     for day in days:
         share = 0.9 if day == drift_day else 0.0
         execute("daily_feedback_job", partition_key=day, run_config={"ops": {"feedback__inference_events": {
             "config": {**profile.get("traffic", {}), "long_prompt_share": share}}}})
 
-    echo("4/4 drift sensor")
-    sensor = defs.get_sensor_def(drift_retraining_sensor.name)
+    echo("4/5 retraining sensors (drift, quality, curated volume)")
     requests = []
-    cursor = None
-    for _ in range(len(days) + 1):
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                          resources=resources)
-        tick = sensor.evaluate_tick(context)
-        cursor = tick.cursor
-        requests.extend(tick.run_requests or [])
-        if not tick.run_requests and tick.skip_message:
-            echo(f"  sensor skipped: {tick.skip_message}")
-    for request in requests:
-        echo(f"  sensor requested a run: {request.run_config['ops']['training__sft_checkpoint']['config']['trigger_reason']}")
-        reason = request.run_config["ops"]["training__sft_checkpoint"]["config"]
-        execute("retrain_job", run_config=_retrain_config(profile, reason), tags=request.tags)
+    for name in RETRAINING_SENSORS:
+        sensor = defs.get_sensor_def(name)
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources))
+        for request in tick.run_requests or []:
+            echo(f"  {name} requested {request.run_key}: {request.tags.get('crucible/trigger')}")
+            # Executed before the next sensor looks, as the daemon would launch it: the next sensor
+            # then sees the window's run (by its tag) and does not request a second one.
+            execute("retrain_job", run_config=_retrain_config(profile, request.run_config),
+                    tags={**request.tags, "dagster/run_key": request.run_key})
+            requests.append(request)
+        if not tick.run_requests:
+            echo(f"  {name} skipped: {tick.skip_message}")
     produced["retraining_runs"] = len(requests)
+
+    echo("5/5 preference pairs, and real traffic from the inbox and HTTP")
+    if requests:
+        window = requests[0].run_config["ops"]["feedback__curated_examples"]["config"]
+        execute("feedback_export_job", run_config={"ops": {"feedback__preference_pairs": {"config": window}}})
+    if real_traffic:
+        version = latest_version(resources["lake"].lake(), MODEL_NAME)
+        next_day = dt.date.fromisoformat(days[-1]) + dt.timedelta(days=1)
+        produced.update(demo_real_traffic(next_day, int(version["version"]), resources, instance, defs, echo))
     return produced
+
+
+def _feedback_lines(lake, versions) -> list[str]:
+    """What the feedback loop did: traffic by source, PII scrubbed, curated examples, and the lineage of
+    each version trained on feedback."""
+    import schemas
+    from crucible.registry.lineage import model_node, path_between
+
+    lines = []
+    if lake.exists(schemas.INFERENCE_EVENTS):
+        events = lake.read(schemas.INFERENCE_EVENTS)
+        by_source = events["source"].str.split(":").str[0].value_counts().to_dict()
+        lines.append(f"  feedback: {len(events)} events ({', '.join(f'{k} {v}' for k, v in by_source.items())}), "
+                     f"{int(events['pii_redactions'].sum())} PII values scrubbed")
+    if lake.exists(schemas.LINEAGE_EDGES):
+        edges = lake.read(schemas.LINEAGE_EDGES)
+        for window in sorted(set(edges.loc[edges["source"].str.startswith("feedback:"), "source"])):
+            for version in versions.itertuples():
+                path = path_between(edges, window, model_node(version.model_name, version.version))
+                if path:
+                    lines.append("  lineage: " + " → ".join(path))
+    return lines
 
 
 def summary(lake) -> str:
@@ -118,8 +204,10 @@ def summary(lake) -> str:
                      f"{run.tokens_per_second:.0f} tok/s, reason: {run.trigger_reason}")
     versions = lake.read(schemas.MODEL_VERSIONS).sort_values("version")
     for version in versions.itertuples():
+        headline = {name: value for name, value in json.loads(version.metrics).items() if name.count("/") == 1}
         lines.append(f"  model {version.model_name} v{version.version}: sha256 {version.sha256[:12]}…, "
-                     f"metrics {version.metrics}")
+                     + ", ".join(f"{name} {value:.3f}" for name, value in sorted(headline.items())))
+    lines.extend(_feedback_lines(lake, versions))
     evaluations = lake.read(schemas.EVAL_SUMMARIES).sort_values(["model_version", "benchmark", "metric"])
     evaluations = evaluations[~evaluations["metric"].str.contains("/")]  # per-subject rows stay in the table
     for row in evaluations.itertuples():
@@ -132,6 +220,34 @@ def summary(lake) -> str:
     return "\n".join(lines)
 
 
+def _detail_to_log(path: Path) -> None:
+    """Send everything written to stderr (Dagster's event log, warnings, progress bars) to ``path``; the
+    stages and the summary go to stdout. On a failure the end of the log is shown on the terminal."""
+    import atexit
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    terminal = os.dup(2)
+    log = path.open("w")
+    os.dup2(log.fileno(), 2)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    print(f"(Dagster's event log and warnings: {path})")
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+
+    atexit.register(restore)
+    previous_hook = sys.excepthook
+
+    def show_failure(kind, value, trace) -> None:
+        restore()
+        tail = path.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(["", f"--- last lines of {path} ---", *tail]), file=sys.__stderr__)
+        previous_hook(kind, value, trace)
+
+    sys.excepthook = show_failure
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=os.environ.get("CRUCIBLE_HOME", ".crucible"),
@@ -141,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny",
                         help="tiny: a Llama built from a config (seconds); smollm2: the real SmolLM2-135M-Instruct "
                              "with LoRA (minutes on CPU)")
+    parser.add_argument("--verbose", action="store_true", help="show Dagster's event log here instead of in "
+                                                               "<home>/demo.log")
     args = parser.parse_args(argv)
 
     home = Path(args.home).resolve()
     _prepare_home(home)
     started = time.perf_counter()
+    if not args.verbose:
+        _detail_to_log(home / "demo.log")
 
     import dagster as dg
 

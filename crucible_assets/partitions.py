@@ -5,6 +5,8 @@ range in the ``dagster/asset_partition_range_*`` tags (a future end, a reversed 
 the asset the keys it can derive from it, so an asset must refuse what its definition does not hold.
 """
 
+import datetime as dt
+
 import dagster as dg
 
 from crucible.evaluate.benchmarks import BENCHMARKS
@@ -78,3 +80,18 @@ def checked_partition_key(context: dg.AssetExecutionContext) -> str:
             f"{asset} handles one partition per run, but this run asks for {len(keys)} ({_describe(keys)}). "
             f"Nothing was written. To fix: launch a backfill with one run per partition, or one run per key.")
     return keys[0]
+
+
+def single_day(context: dg.AssetExecutionContext) -> dt.date:
+    """The one day of this run, checked like :func:`checked_partition_keys`. A daily asset handles one day
+    per run (``BackfillPolicy.multi_run(1)``) so that each day's materialization carries its own figures;
+    a range of several days is refused before any work is done."""
+    keys = checked_partition_keys(context)
+    if len(keys) != 1:
+        asset = context.assets_def.key.to_user_string()
+        raise dg.Failure(
+            f"{asset} handles one day per run, but this run asks for {len(keys)} days ({_describe(keys)}). "
+            f"Nothing was written. To fix: launch a backfill: one run per day (the asset's backfill policy), or "
+            f"one run per partition key.",
+            metadata={"requested_start": keys[0], "requested_end": keys[-1]})
+    return dt.date.fromisoformat(keys[0])

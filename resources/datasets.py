@@ -184,7 +184,8 @@ class DatasetSourcesResource(dg.ConfigurableResource):
     """
 
     drop_folder: str = Field(
-        default_factory=lambda: os.environ.get("CRUCIBLE_DATASET_DROP", f"{default_home()}/datasets_drop"))
+        default_factory=lambda: os.environ.get("CRUCIBLE_DATASET_DROP", f"{default_home()}/datasets_drop"),
+        description="Folder watched for user datasets (one file or folder per dataset); $CRUCIBLE_DATASET_DROP.")
 
     def scan(self) -> DropFolderScan:
         return scan_drop_folder(Path(self.drop_folder))

@@ -9,9 +9,10 @@ class PromotionPolicyResource(dg.ConfigurableResource):
     ``min_effect`` and the paired test's Holm-adjusted p-value (over the gated benchmarks) is at most
     ``alpha``. Benchmarks the candidate was not evaluated on are not gated."""
 
-    gated_benchmarks: list[str] = Field(default_factory=lambda: ["mmlu", "gsm8k", "humaneval", "norobots"])
-    alpha: float = Field(0.05, gt=0, lt=1)
-    min_effect: float = Field(0.0, ge=0)
+    gated_benchmarks: list[str] = Field(default_factory=lambda: ["mmlu", "gsm8k", "humaneval", "norobots"],
+                                        description="Benchmarks on which a significantly worse candidate is blocked.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Family-wise significance level (Holm-adjusted).")
+    min_effect: float = Field(0.0, ge=0, description="Smallest drop below production that can block.")
 
     @field_validator("gated_benchmarks")
     @classmethod

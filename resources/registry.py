@@ -29,12 +29,12 @@ class RegistryResource(dg.ConfigurableResource):
                             description="Where the bootstrapped service token is kept (used when no token is set).")
     service_name: str = Field(SERVICE_NAME, description="Name of the principal a bootstrap creates.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, a test server).")
-    s3_region: str | None = None
+    s3_region: str | None = Field(None, description="Region of the S3 bucket (else boto3's default).")
     aws_access_key_id: str | None = Field(None, description="Otherwise boto3's environment and profile chain.")
-    aws_secret_access_key: str | None = None
-    aws_session_token: str | None = None
+    aws_secret_access_key: str | None = Field(None, description="Secret of aws_access_key_id.")
+    aws_session_token: str | None = Field(None, description="Temporary-credentials session token, if any.")
     hf_token: str | None = Field(None, description="Hugging Face Hub token for hf:// stores (else $HF_TOKEN).")
-    hf_endpoint: str | None = None
+    hf_endpoint: str | None = Field(None, description="Hugging Face Hub endpoint (a mirror; else the public hub).")
 
     def store(self) -> ArtifactStore:
         from crucible.registry.storage import artifact_store

@@ -1,6 +1,7 @@
 """One Pandera model per Delta table, and the table catalogue that places each in the lake."""
 
 from schemas.datasets import ExamplesSchema, SplitsSchema
+from schemas.deploy import DeploymentHealthSchema, DeploymentsSchema
 from schemas.evaluation import EvalResultsSchema, EvalSummariesSchema
 from schemas.feedback import (
     CuratedSchema,
@@ -13,6 +14,7 @@ from schemas.feedback import (
 )
 from schemas.migrations import LakeMigrationsSchema
 from schemas.monitoring import BaselinesSchema, DriftReportsSchema
+from schemas.operations import RunFailuresSchema
 from schemas.preference import ReferenceLogprobsSchema
 from schemas.quarantine import QuarantineSchema
 from schemas.registry import (
@@ -48,24 +50,30 @@ ARTIFACTS = TableSpec("registry", "artifacts", ArtifactsSchema, ("registration_i
 ALIASES = TableSpec("registry", "aliases", AliasesSchema, ("model_name", "alias"))
 PRINCIPALS = TableSpec("registry", "principals", PrincipalsSchema, ("name",))
 AUDIT_LOG = TableSpec("registry", "audit_log", AuditLogSchema, ("event_id",))
-INFERENCE_EVENTS = TableSpec("feedback", "inference_events", InferenceEventsSchema, ("event_id",), "day")
+INFERENCE_EVENTS = TableSpec("feedback", "inference_events", InferenceEventsSchema, ("event_id",), "day",
+                             schema_version=2)
 SIGNALS = TableSpec("feedback", "signals", SignalsSchema, ("event_id", "signal_id"), "day")
 QUALITY = TableSpec("feedback", "quality", QualitySchema, ("event_id",), "day")
 EMBEDDINGS = TableSpec("feedback", "embeddings", EmbeddingsSchema, ("text_hash",))
 CURATED = TableSpec("feedback", "curated", CuratedSchema, ("example_id",))
 FEEDBACK_PAIRS = TableSpec("feedback", "preference_pairs", FeedbackPairsSchema, ("pair_id",))
 REVIEWS = TableSpec("feedback", "reviews", ReviewsSchema, ("example_id", "reviewer"))
-BASELINES = TableSpec("monitoring", "baselines", BaselinesSchema, ("baseline_id",))
-DRIFT_REPORTS = TableSpec("monitoring", "drift_reports", DriftReportsSchema, ("day", "detector"), "day")
+BASELINES = TableSpec("monitoring", "baselines", BaselinesSchema, ("baseline_id",), schema_version=2)
+DRIFT_REPORTS = TableSpec("monitoring", "drift_reports", DriftReportsSchema, ("day", "detector", "feature"), "day",
+                          schema_version=2)
+DEPLOYMENTS = TableSpec("deployment", "deployments", DeploymentsSchema, ("deployment_id",))
+DEPLOYMENT_HEALTH = TableSpec("deployment", "health", DeploymentHealthSchema, ("deployment_id", "probed_at"))
 QUARANTINE = TableSpec("quarantine", "rows", QuarantineSchema, ("table", "source", "row_hash"), "day",
                        schema_version=3)
+RUN_FAILURES = TableSpec("operations", "run_failures", RunFailuresSchema, ("run_id",))
 # The lake's own record of applied schema migrations (not a domain table, so not in ALL_TABLES).
 LAKE_MIGRATIONS = TableSpec("_crucible", "migrations", LakeMigrationsSchema, ("step_id",))
 
 ALL_TABLES: tuple[TableSpec, ...] = (
     EXAMPLES, SPLITS, TRAINING_RUNS, TRAINING_METRICS, EVAL_RESULTS, EVAL_SUMMARIES, MODELS, MODEL_VERSIONS,
     ARTIFACTS, LINEAGE_EDGES, ALIASES, PRINCIPALS, AUDIT_LOG, INFERENCE_EVENTS, BASELINES, DRIFT_REPORTS,
-    QUARANTINE, REFERENCE_LOGPROBS, SIGNALS, QUALITY, EMBEDDINGS, CURATED, FEEDBACK_PAIRS, REVIEWS,
+    QUARANTINE, REFERENCE_LOGPROBS, RUN_FAILURES, SIGNALS, QUALITY, EMBEDDINGS, CURATED, FEEDBACK_PAIRS, REVIEWS,
+    DEPLOYMENTS, DEPLOYMENT_HEALTH,
 )
 
 __all__ = [name for name in dir() if name.isupper()] + ["TableSpec"]

@@ -1,5 +1,6 @@
 """Schemas of the feedback group: what the deployed model was asked and answered."""
 
+import pandas as pd
 import pandera.pandas as pa
 from pandera.engines.pandas_engine import Date
 from pandera.typing import Series
@@ -10,17 +11,30 @@ EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 
 
 class InferenceEventsSchema(pa.DataFrameModel):
+    """One answered request of a deployed model, scrubbed of personal data before it was stored.
+
+    Version history (``INFERENCE_EVENTS.schema_version``; steps in ``crucible/migrations.py``):
+    1. simulated traffic only: tokens and latency required, no deployment, user, session or source;
+    2. adds ``deployment``, ``user_id`` (a keyed pseudonym), ``session_id``, ``source`` and
+       ``ingested_at``; tokens and latency become optional, since not every producer measures them.
+    """
+
     event_id: Series[str] = pa.Field(str_length={"min_value": 1})
     day: Series[Date]
     timestamp: Series[UtcTimestamp]
+    deployment: Series[str] = pa.Field(str_length={"min_value": 1})
     model_name: Series[str]
     model_version: Series[int] = pa.Field(ge=1)
     prompt: Series[str] = pa.Field(str_length={"min_value": 1})
     response: Series[str]
-    prompt_tokens: Series[int] = pa.Field(ge=0)
-    response_tokens: Series[int] = pa.Field(ge=0)
-    latency_ms: Series[float] = pa.Field(ge=0)
+    prompt_tokens: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    response_tokens: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    latency_ms: Series[float] = pa.Field(ge=0, nullable=True)
     pii_redactions: Series[int] = pa.Field(ge=0)
+    user_id: Series[str] = pa.Field(nullable=True)
+    session_id: Series[str] = pa.Field(nullable=True)
+    source: Series[str] = pa.Field(str_length={"min_value": 1})
+    ingested_at: Series[UtcTimestamp]
 
     class Config:
         strict = True
@@ -93,7 +107,8 @@ class EmbeddingsSchema(pa.DataFrameModel):
         unique = ["text_hash"]
 
 
-CURATION_STRATEGIES = ("user_edit", "high_quality", "hard_example", "diverse", "active_learning")
+# In priority order: an event goes to the first strategy that picks it.
+CURATION_STRATEGIES = ("user_edit", "high_quality", "hard_example", "active_learning", "diverse")
 
 
 class CuratedSchema(pa.DataFrameModel):

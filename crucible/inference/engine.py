@@ -7,7 +7,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 # Used when a model's config names no context length (the harness's default too).
 DEFAULT_MAX_LENGTH = 2048
+
+# on_token(request index, token id): a streaming caller's hook into the decode loop.
+TokenCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,15 @@ class InferenceEngine:
 
     # -- generation -----------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenerationRequest], batch_size: int | None = None) -> list[Generation]:
-        """Completions in request order; greedy results do not depend on how requests are batched."""
+    def generate(self, requests: Sequence[GenerationRequest], batch_size: int | None = None,
+                 on_token: TokenCallback | None = None) -> list[Generation]:
+        """Completions in request order; greedy results do not depend on how requests are batched.
+
+        ``on_token(index, token_id)`` (for streaming) is called from the decode loop with each new token
+        of request ``index`` as it is chosen, except a token that ends the request (end of sequence or
+        the chat format's end of turn); a stop string is only found in decoded text, so its tokens are
+        reported and the caller cuts them (the final :class:`Generation` has the cut text).
+        """
         import torch
 
         encoded: dict[str, list[int]] = {}  # a chat's ids by its JSON: a GRPO group renders its prompt once
@@ -166,7 +176,7 @@ class InferenceEngine:
         size = batch_size or self.batch_size
         with torch.inference_mode():
             for start in range(0, len(order), size):
-                self._decode_batch(order[start:start + size])
+                self._decode_batch(order[start:start + size], on_token)
         return [Generation(p.text or "", len(p.ids), len(p.completion), p.finish_reason, p.latency_ms,
                            tuple(p.completion)) for p in prepared]
 
@@ -177,6 +187,15 @@ class InferenceEngine:
                                       max_new_tokens=max_new_tokens) for prompt in prompts]
         return [Generation(g.text.strip(), g.prompt_tokens, g.completion_tokens, g.finish_reason, g.latency_ms)
                 for g in self.generate(requests)]
+
+    def prompt_length(self, request: GenerationRequest) -> int:
+        """How many tokens the request's prompt (a chat rendered in the model's format) encodes to, before
+        :meth:`generate` would cut an over-long one; a server checks it against ``max_length`` first."""
+        if (request.prompt is None) == (request.messages is None):
+            raise ValueError("generation request: give exactly one of prompt and messages")
+        if request.messages is not None:
+            return len(self._chat_ids(0, request.messages))
+        return len(self._encode(request.prompt))
 
     def _prepare(self, index: int, request: GenerationRequest, encoded: dict[str, list[int]]) -> _Prepared:
         import torch
@@ -238,7 +257,7 @@ class InferenceEngine:
             self._single_tokens[text] = ids[0] if len(ids) == 1 and ids[0] in added else None
         return self._single_tokens[text]
 
-    def _decode_batch(self, batch: list[_Prepared]) -> None:
+    def _decode_batch(self, batch: list[_Prepared], on_token: TokenCallback | None = None) -> None:
         import torch
 
         started = time.perf_counter()
@@ -286,6 +305,10 @@ class InferenceEngine:
             history[alive, step] = tokens
             by_token = (tokens.unsqueeze(1) == stop_table).any(dim=1)
             done = by_token | (limits <= step + 1)
+            if on_token is not None:
+                for row, (token, ending) in enumerate(zip(tokens.tolist(), by_token.tolist(), strict=True)):
+                    if not ending:
+                        on_token(active[alive_list[row]].index, token)
             if watched:
                 for row, token in enumerate(tokens.tolist()):
                     p = active[alive_list[row]]

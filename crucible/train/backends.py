@@ -22,16 +22,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TrainerDevice = Literal["recipe", "auto", "cpu", "cuda"]
+TrainerLauncher = Literal["local", "torchrun"]
+DistributedStrategy = Literal["ddp", "fsdp"]
 
 
 @dataclass(frozen=True)
 class TrainerSettings:
     """The machine's side of a run: a device override (``recipe`` keeps the recipe's), torch's CPU
-    thread cap (0 leaves torch's default) and the Tinker API key."""
+    thread cap (0 leaves torch's default), the Tinker API key, how the run is launched (``local``: this
+    process; ``torchrun``: ``nproc_per_node`` processes, ``ddp`` replicas or ``fsdp`` shards, see
+    ``crucible.train.distributed``) and whether to record a ``torch.profiler`` trace."""
 
     device: TrainerDevice = "recipe"
     num_threads: int = 0
     tinker_api_key: str | None = None
+    launcher: TrainerLauncher = "local"
+    nproc_per_node: int = 1
+    strategy: DistributedStrategy = "ddp"
+    profile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.launcher not in ("local", "torchrun"):
+            raise ValueError(f"TrainerSettings(launcher={self.launcher!r}): expected 'local' or 'torchrun'")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"TrainerSettings(strategy={self.strategy!r}): expected 'ddp' or 'fsdp'")
+        if self.nproc_per_node < 1:
+            raise ValueError(f"TrainerSettings(nproc_per_node={self.nproc_per_node}): need at least 1 process")
 
 
 @dataclass(frozen=True)

@@ -113,3 +113,37 @@ def build_run_row(run_id: str, recipe: Recipe, *, dataset: str, dataset_version:
         "checkpoint_uri": str(checkpoint_uri), "started_at": started_at,
         "finished_at": finished_at if finished_at is not None else pd.Timestamp.now(tz="UTC"),
     }
+
+
+@dataclass
+class FeedbackRows:
+    """The curated examples of a feedback window that a retraining adds to its recipe's rows."""
+
+    rows: pd.DataFrame
+    version: int  # the datasets/examples version they were read at
+    window: str  # the lineage node of the window, feedback:<start>..<end>
+
+
+def select_feedback_rows(lake: DeltaLake, start: dt.date, end: dt.date, version: int | None = None,
+                         *, dataset: str = "feedback", split: str = "train") -> FeedbackRows:
+    """The curated training examples of the window ``start..end`` (the ``feedback/train`` slice that
+    feedback/curated_examples writes), read at ``version`` (None: the newest).
+
+    Raises :class:`RowsNotLoadedError` when the slice holds another window's examples: the curation of this
+    window has not run (retrain_job runs it first when its config names the same window).
+    """
+    from crucible.registry.lineage import feedback_node
+
+    window = feedback_node(start, end)
+    version = lake.version(EXAMPLES) if version is None else version
+    if version < 0:
+        return FeedbackRows(pd.DataFrame(columns=EXAMPLES.columns), version, window)
+    rows = lake.read(EXAMPLES, where={"dataset": dataset, "split": split}, version=version)
+    others = sorted(set(rows["source"]) - {window})
+    if others:
+        raise RowsNotLoadedError(
+            f"a retraining on {window} reads the curated examples of that window from {EXAMPLES.path} (version "
+            f"{version}, {dataset}/{split}), but they are those of {', '.join(others)}: materialize "
+            f"feedback/curated_examples with window_start={start} and window_end={end} first (retrain_job does "
+            f"when both assets' configs name the same window)", dataset, split, version)
+    return FeedbackRows(rows.sort_values("example_id").reset_index(drop=True), version, window)

@@ -5,17 +5,26 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from crucible.train.backend import AdamParams, Datum, ForwardBackwardResult, SamplingParams
 from crucible.train.config import LoraSettings, TrainingHyperparameters, resolve_device
 from crucible.train.losses import token_logprobs, weighted_token_cross_entropy
 from crucible.train.packing import PackedBatch, pack_datums, pad_datums, use_packed_attention
+from crucible.train.profiling import PhaseTimer
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class GradientSync(Protocol):
+    """Combines this process's gradient sums and trainable-token count with the other processes' of a
+    distributed run, in place, before ``optim_step`` divides; returns the run-wide token count."""
+
+    def __call__(self, params: list[torch.nn.Parameter], tokens: float) -> float: ...
 
 
 class LocalBackend:
@@ -24,6 +33,11 @@ class LocalBackend:
     ``forward_backward`` adds the gradient of the weighted token-loss *sum*; ``optim_step`` divides
     it by the trainable tokens accumulated since the last step, so the update follows the mean loss
     over every trainable token of the step however it was split into micro-batches.
+
+    ``gradient_sync`` (set by ``crucible.train.distributed``) sums those gradients and tokens over the
+    processes of a run first, so that N processes take the single-process step. With a timer attached
+    (``attach_timer``) each call charges its data layout, forward, backward, communication and
+    optimizer time to the run's phases.
     """
 
     def __init__(
@@ -41,6 +55,7 @@ class LocalBackend:
         self.device = torch.device(resolve_device(device, who="LocalBackend"))
         self.tokenizer = tokenizer
         self.pack = pack
+        self.lora = lora
         if lora is not None:
             from peft import LoraConfig, get_peft_model
 
@@ -61,6 +76,8 @@ class LocalBackend:
         self.model.train()
         self._optimizer: torch.optim.Optimizer | None = None
         self._pending_tokens = 0.0
+        self.gradient_sync: GradientSync | None = None
+        self.timer = PhaseTimer()
 
     @classmethod
     def from_hyperparameters(
@@ -78,6 +95,14 @@ class LocalBackend:
             seed=hyperparameters.seed,
         )
 
+    def attach_timer(self, timer: PhaseTimer) -> None:
+        """Charge this backend's phases to ``timer`` (on a GPU, synchronized at each phase boundary)."""
+        import torch
+
+        if self.device.type == "cuda" and timer.synchronize is None:
+            timer.synchronize = partial(torch.cuda.synchronize, self.device)
+        self.timer = timer
+
     # -- the port -------------------------------------------------------------------------------
 
     def forward_backward(self, batch: Sequence[Datum], loss: str = "cross_entropy") -> ForwardBackwardResult:
@@ -86,29 +111,39 @@ class LocalBackend:
                 f"LocalBackend.forward_backward: unknown loss {loss!r}; expected 'cross_entropy'"
             )
         self.model.train()
-        inputs = self._layout(batch)
-        keep = inputs.weights > 0
-        with self._autocast():
-            logits = self._logits(inputs, keep)
-        weights = inputs.weights[keep]
-        loss_sum = weighted_token_cross_entropy(logits, inputs.target_ids[keep], weights, normalizer=1.0)
-        loss_sum.backward()
+        with self.timer.phase("data"):
+            inputs = self._layout(batch)
+        with self.timer.phase("forward"):
+            keep = inputs.weights > 0
+            with self._autocast():
+                logits = self._logits(inputs, keep)
+            weights = inputs.weights[keep]
+            loss_sum = weighted_token_cross_entropy(logits, inputs.target_ids[keep], weights, normalizer=1.0)
+        with self.timer.phase("backward"):
+            loss_sum.backward()
         trainable = float(weights.sum())
         self._pending_tokens += trainable
         mean = loss_sum.item() / trainable if trainable > 0 else 0.0
         return ForwardBackwardResult(loss=mean, num_trainable_tokens=trainable, num_tokens=inputs.num_tokens)
 
     def optim_step(self, adam: AdamParams) -> dict[str, float]:
+        optimizer = self._get_optimizer()
+        tokens, self._pending_tokens = self._pending_tokens, 0.0
+        if self.gradient_sync is not None:
+            with self.timer.phase("communication"):
+                tokens = self.gradient_sync([p for group in optimizer.param_groups for p in group["params"]], tokens)
+        with self.timer.phase("optimizer"):
+            return self._apply_update(optimizer, adam, tokens)
+
+    def _apply_update(self, optimizer: torch.optim.Optimizer, adam: AdamParams, tokens: float) -> dict[str, float]:
         import torch
 
-        optimizer = self._get_optimizer()
         for group in optimizer.param_groups:
             group["lr"] = adam.learning_rate
             group["betas"] = (adam.beta1, adam.beta2)
             group["eps"] = adam.eps
             group["weight_decay"] = adam.weight_decay if group["decay"] else 0.0
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        tokens, self._pending_tokens = self._pending_tokens, 0.0
         if tokens <= 0 or not params:
             optimizer.zero_grad(set_to_none=True)
             return {"learning_rate": adam.learning_rate, "grad_norm": 0.0, "num_trainable_tokens": 0.0}

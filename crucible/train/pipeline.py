@@ -36,6 +36,11 @@ class SFTOutcome:
     rejected: list[RejectedExample] = field(default_factory=list)
     metric_summary: dict[str, Any] = field(default_factory=dict)
     """``MetricHistoryLogger.summary()`` when the recipe logs to ``dagster`` (plain data; the asset renders it)."""
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of the run (data, forward, backward, communication, optimizer, evaluation, checkpointing,
+    other, total); under torchrun, rank 0's."""
+    profile_trace: str | None = None
+    """The ``torch.profiler`` Chrome trace (JSON) of a few steps, when the trainer's ``profile`` is on."""
 
 
 def conversation_datums(examples: pd.DataFrame, renderer, tokenizer, train_on: str,
@@ -79,7 +84,10 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
 
     With ``resume`` the run continues from the newest resumable checkpoint in ``run_dir`` (a run
     that was killed), ending exactly where an uninterrupted run would have. ``trainer`` carries the
-    machine's settings (device override, Tinker key); the backend is chosen by ``make_backend``.
+    machine's settings (device override, Tinker key, launcher, profiling); the backend is chosen by
+    ``make_backend``. With ``launcher="torchrun"`` the loop runs in ``nproc_per_node`` worker processes
+    (``crucible.train.distributed``) and the recipe's loggers receive its metrics when it has finished.
+    With ``profile`` a Chrome trace of a few steps is written to ``run_dir/profile/trace.json``.
     """
     from crucible.train.loggers import MetricHistoryLogger, MultiLogger, build_loggers
     from crucible.train.renderers import get_renderer
@@ -94,7 +102,13 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     run_dir.mkdir(parents=True, exist_ok=True)
     save_recipe(recipe, run_dir / "recipe.yaml")
 
-    model, tokenizer = load_model_for(recipe, tokenizer_texts=chat_texts(examples))
+    launch_dir = run_dir / "launch"
+    if trainer.launcher == "torchrun":
+        from crucible.train.distributed import prepare_model
+
+        model_dir, tokenizer_dir, tokenizer = prepare_model(recipe, chat_texts(examples), launch_dir)
+    else:
+        model, tokenizer = load_model_for(recipe, tokenizer_texts=chat_texts(examples))
     renderer_name = recipe.renderer
     if renderer_name == "auto":
         renderer_name = recipe.base_model.name_or_path or "chatml"
@@ -109,13 +123,26 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
     eval_data = [datums[i] for i in order[:num_eval]]
     train_data = [datums[i] for i in order[num_eval:]]
 
-    backend = make_backend(recipe, model, tokenizer, trainer)
     loggers = build_loggers(recipe.logging, run_dir, total_steps=hp.max_steps, run_name=recipe.name,
                             run_config=recipe.model_dump(mode="json"))
     all_loggers = MultiLogger([*loggers.loggers, *extra_loggers])
+    profile_trace = run_dir / "profile" / "trace.json" if trainer.profile else None
     try:
-        result = run_sft(backend, train_data, hp, eval_data=eval_data or None, output_dir=run_dir / "train",
-                         loggers=all_loggers.loggers, resume_from="latest" if resume else None)
+        if trainer.launcher == "torchrun":
+            from crucible.train.distributed import launch_sft
+
+            result = launch_sft(launch_dir=launch_dir, hyperparameters=hp, model_dir=model_dir,
+                                tokenizer_dir=tokenizer_dir, train_data=train_data, eval_data=eval_data,
+                                output_dir=run_dir / "train", nproc_per_node=trainer.nproc_per_node,
+                                strategy=trainer.strategy, resume=resume, profile_trace=profile_trace,
+                                num_threads=trainer.num_threads)
+            for record in merged_history(result):  # the workers' metrics, step by step
+                all_loggers.log(int(record["step"]), {k: float(v) for k, v in record.items() if k != "step"})
+        else:
+            backend = make_backend(recipe, model, tokenizer, trainer)
+            result = run_sft(backend, train_data, hp, eval_data=eval_data or None, output_dir=run_dir / "train",
+                             loggers=all_loggers.loggers, resume_from="latest" if resume else None,
+                             profile_trace=profile_trace)
     finally:
         all_loggers.close()
     history_logger = loggers.get(MetricHistoryLogger)
@@ -124,4 +151,5 @@ def run_sft_recipe(recipe: Recipe, examples: pd.DataFrame, run_dir: str | Path, 
         tokens_per_second=result.tokens_per_second, history=merged_history(result), num_train=len(train_data),
         num_eval=len(eval_data), resumed_from_step=result.resumed_from_step, rejected=rejected,
         metric_summary=history_logger.summary() if history_logger else {},
+        phase_seconds=result.phase_seconds, profile_trace=result.profile_trace,
     )

@@ -55,3 +55,16 @@ def parent_sft_run(lake: DeltaLake, run_id: str | None = None, method: str = "th
         raise LookupError(f"no SFT run in {TRAINING_RUNS.path} to start {method} from: materialize "
                           "training/sft_checkpoint first, or name a parent run id")
     return sft.sort_values("finished_at").iloc[-1].to_dict()
+
+
+def feedback_lineage_edges(run_id: str, window: str, feedback_version: int, *, created_by: str,
+                           dataset: str = "feedback") -> pd.DataFrame:
+    """A retraining's feedback lineage as rows of registry/lineage_edges: ``window -[curated_from]->
+    dataset:feedback@v<N> -[trained_on]-> run:<run_id>``, so that a registered version's ancestors read
+    feedback window -> curated examples -> training run. ``window`` is a ``feedback:<start>..<end>`` node."""
+    now = pd.Timestamp.now(tz="UTC")
+    curated = f"dataset:{dataset}@v{int(feedback_version)}"
+    edges = [(window, curated, "curated_from"), (curated, f"run:{run_id}", "trained_on")]
+    return pd.DataFrame([{"source": source, "target": target, "relation": relation, "registration_id": None,
+                          "created_by": created_by, "created_at": now} for source, target, relation in edges],
+                        columns=LINEAGE_EDGES.columns)

@@ -5,7 +5,7 @@ import dagster as dg
 from crucible.data.loaders import DatasetReadError, LoadResult
 from crucible.lake import DeltaLake
 from crucible.quarantine import quarantine_origin, quarantine_rows, store_quarantined, store_validated
-from crucible_assets.metadata import table_metadata
+from crucible_assets.metadata import table_definition_metadata, table_metadata
 from crucible_assets.partitions import datasets_partitions
 from resources.datasets import DatasetSourcesResource
 from resources.lake import LakeResource
@@ -34,6 +34,7 @@ def _quarantine_load_failures(context: dg.AssetExecutionContext, store: DeltaLak
 
 
 @dg.asset(
+    metadata=table_definition_metadata(EXAMPLES),
     key=["datasets", "examples"], partitions_def=datasets_partitions, group_name="datasets",
     kinds={"deltalake", "pandera"}, owners=["team:ml-platform"],
     description="All examples of one dataset (one partition per dataset) in the normalized examples table. "

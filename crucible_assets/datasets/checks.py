@@ -3,11 +3,14 @@
 The checks carry the asset's dynamic ``datasets`` partitions (``partitions_def`` on an asset check, a
 preview feature of dagster 1.13): materializing partition ``mmlu`` runs each check on the rows of
 ``mmlu`` only, and the UI shows the result per dataset. The dataset-specific checks (GSM8K, MMLU,
-HumanEval) pass with ``applicable: false`` on other datasets' partitions.
+HumanEval) record no result on other datasets' partitions, which the UI shows as "skipped": each is a
+single-check ``multi_asset_check`` with ``can_subset=True``, whose check output is optional, so a run that
+leaves it out succeeds and the planned evaluation resolves to SKIPPED (a plain ``asset_check`` must return a
+result, and ``passed=True`` would claim a check that never ran).
 """
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pandas as pd
@@ -15,6 +18,7 @@ import pandas as pd
 from crucible.data import checks
 from crucible.data.checks import ExampleCheckResult
 from crucible_assets.datasets.assets import examples
+from crucible_assets.metadata import frame_markdown
 from crucible_assets.partitions import datasets_partitions
 from resources.lake import LakeResource
 from schemas import EXAMPLES
@@ -40,27 +44,30 @@ def _check_result(result: ExampleCheckResult, severity: dg.AssetCheckSeverity, d
         "dataset": dataset, "applicable": True, "examples_table_version": version,
         "checked": result.checked, "failed": result.failed,
         "failing_ids": dg.MetadataValue.json(result.failing_ids[:MAX_LISTED]),
-        "failures": dg.MetadataValue.md(listed.to_markdown(index=False)) if len(listed) else "none",
+        "failures": dg.MetadataValue.md(frame_markdown(listed)) if len(listed) else "none",
     })
 
 
 def _dataset_check(name: str, dataset: str | None, run: Callable[[pd.DataFrame], ExampleCheckResult],
-                   severity: dg.AssetCheckSeverity, description: str, blocking: bool = False):
+                   severity: dg.AssetCheckSeverity, description: str,
+                   blocking: bool = False) -> dg.AssetChecksDefinition:
     """An asset check on each datasets/examples partition running ``run`` on its rows; with ``dataset``
-    set it applies to that dataset's partition only and passes as not applicable on the others."""
+    set it applies to that dataset's partition only and is skipped (no result) on the others."""
     with warnings.catch_warnings():
         # Partitioned asset checks are a preview feature; the choice is documented in this module.
         warnings.simplefilter("ignore", dg.PreviewWarning)
+        spec = dg.AssetCheckSpec(name, asset=examples, partitions_def=datasets_partitions, blocking=blocking,
+                                 description=description)
 
-        @dg.asset_check(asset=examples, name=name, partitions_def=datasets_partitions, blocking=blocking,
-                        description=description)
-        def check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        @dg.multi_asset_check(specs=[spec], name=f"{examples.key.to_python_identifier()}_{name}",
+                              description=description, can_subset=True)
+        def check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> Iterator[dg.AssetCheckResult]:
             partition = context.partition_key
             if dataset is not None and partition != dataset:
-                return dg.AssetCheckResult(passed=True, severity=severity, metadata={
-                    "dataset": partition, "applicable": False, "note": f"not applicable: only checks {dataset}"})
+                context.log.info(f"{name} skipped on {partition}: it only checks {dataset}")
+                return
             rows, version = _partition_rows(context, lake)
-            return _check_result(run(rows), severity, partition, version)
+            yield _check_result(run(rows), severity, partition, version)
 
     return check
 

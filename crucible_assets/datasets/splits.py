@@ -14,7 +14,7 @@ from pydantic import Field
 from crucible.data.sampling import split_with_folds
 from crucible.quarantine import store_validated
 from crucible_assets.datasets.assets import examples
-from crucible_assets.metadata import table_metadata
+from crucible_assets.metadata import table_definition_metadata, table_metadata
 from crucible_assets.partitions import checked_partition_key, datasets_partitions
 from resources.lake import LakeResource
 from schemas import EXAMPLES, SPLITS
@@ -25,9 +25,9 @@ MAX_LISTED = 50
 
 class SplitsConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the split and of the folds.")
-    train: float = Field(default=0.8, gt=0, lt=1)
-    validation: float = Field(default=0.1, gt=0, lt=1)
-    test: float = Field(default=0.1, gt=0, lt=1)
+    train: float = Field(default=0.8, gt=0, lt=1, description="Share of examples in the train split.")
+    validation: float = Field(default=0.1, gt=0, lt=1, description="Share in the validation split.")
+    test: float = Field(default=0.1, gt=0, lt=1, description="Share in the test split.")
     folds: int = Field(default=5, ge=2, description="Number of folds of the train part.")
 
 
@@ -38,6 +38,7 @@ def _examples_materialized(instance: dg.DagsterInstance, name: str) -> bool:
 
 
 @dg.asset(
+    metadata=table_definition_metadata(SPLITS),
     key=["datasets", "splits"], deps=[examples], partitions_def=datasets_partitions, group_name="datasets",
     kinds={"deltalake", "pandera"}, owners=["team:ml-platform"],
     # A newly materialized examples partition brings its splits up to date (once the automation

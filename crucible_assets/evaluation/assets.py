@@ -19,12 +19,14 @@ from crucible.evaluate.runner import (
 )
 from crucible.registry.store import serving_version
 from crucible.train.runs import latest_run
-from crucible_assets.metadata import table_metadata
+from crucible_assets.automation import evaluate_new_versions
+from crucible_assets.metadata import frame_markdown, metric, table_definition_metadata, table_metadata
 from crucible_assets.partitions import checked_partition_key, evaluation_partitions, model_versions_partitions
 from crucible_assets.registry import MODEL_NAME
 from crucible_assets.training.assets import sft_checkpoint
 from resources.evaluation import PromotionPolicyResource
 from resources.lake import LakeResource
+from schemas import EVAL_RESULTS
 
 
 class EvaluationConfig(dg.Config):
@@ -70,11 +72,12 @@ def production_version(store) -> str | None:
     return str(version["training_run_id"]) if version else None
 
 
-def _headlines(runs: list[BenchmarkRun]) -> dict[str, float]:
-    return {f"{run.benchmark}/{run.headline[0]}": run.headline[1] for run in runs}
+def _headlines(runs: list[BenchmarkRun]) -> dict[str, dg.MetadataValue]:
+    return {f"{run.benchmark}/{run.headline[0]}": metric(run.headline[1]) for run in runs}
 
 
 @dg.asset(
+    metadata=table_definition_metadata(EVAL_RESULTS),
     key=["evaluation", "eval_results"], deps=[sft_checkpoint], group_name="evaluation",
     kinds={"deltalake", "pytorch"}, owners=["team:ml-platform"],
     description="The newest checkpoint (the candidate) scored on MMLU, GSM8K, HumanEval and NoRobots; the "
@@ -168,11 +171,14 @@ class BenchmarkRunConfig(dg.Config):
 
 
 @dg.asset(
+    metadata=table_definition_metadata(EVAL_RESULTS),
     key=["evaluation", "benchmark_results"], partitions_def=evaluation_partitions, deps=[sft_checkpoint],
     group_name="evaluation", kinds={"deltalake", "pytorch"}, owners=["team:ml-platform"],
+    automation_condition=evaluate_new_versions(),
     description="One model version on one benchmark (a partition of model version x benchmark): backfill a "
-                "newly registered version across every benchmark from the UI. Re-running a partition replaces "
-                "exactly its slice of evaluation/results and evaluation/summaries.",
+                "newly registered version across every benchmark from the UI, or let automation score each new "
+                "version once its training run is over. Re-running a partition replaces exactly its slice of "
+                "evaluation/results and evaluation/summaries.",
 )
 def benchmark_results(context: dg.AssetExecutionContext, config: BenchmarkRunConfig,
                       lake: LakeResource) -> dg.MaterializeResult:
@@ -188,6 +194,6 @@ def benchmark_results(context: dg.AssetExecutionContext, config: BenchmarkRunCon
     summary = run.summaries[["metric", "value", "ci_low", "ci_high", "n"]]
     return dg.MaterializeResult(metadata={
         **table_metadata(run.results), "model_version": version, "benchmark": benchmark,
-        "examples_table_version": run.examples_version, f"{benchmark}/{run.headline[0]}": run.headline[1],
-        "summaries": dg.MetadataValue.md(summary.to_markdown(index=False)),
+        "examples_table_version": run.examples_version, f"{benchmark}/{run.headline[0]}": metric(run.headline[1]),
+        "summaries": dg.MetadataValue.md(frame_markdown(summary)),
     })

@@ -14,8 +14,9 @@ from crucible.feedback.quality import (
     quality_summary,
 )
 from crucible.quarantine import store_validated
+from crucible_assets.automation import after_new_feedback
 from crucible_assets.feedback.assets import inference_events
-from crucible_assets.metadata import table_metadata
+from crucible_assets.metadata import column_schema_metadata, metric, table_definition_metadata, table_metadata
 from crucible_assets.partitions import checked_partition_key, daily_partitions
 from resources.embedder import EmbedderResource
 from resources.lake import LakeResource
@@ -44,7 +45,9 @@ def _day(context: dg.AssetExecutionContext) -> dt.date:
 
 
 @dg.asset(
+    metadata=table_definition_metadata(QUALITY),
     key=["feedback", "quality"], deps=[inference_events], partitions_def=daily_partitions,
+    automation_condition=after_new_feedback(),
     backfill_policy=dg.BackfillPolicy.multi_run(1), group_name="feedback", kinds={"deltalake"},
     owners=["team:ml-platform"],
     description="Format, length, refusal and repetition scores (0..1) of each answered request of the day, an "
@@ -65,14 +68,16 @@ def quality(context: dg.AssetExecutionContext, config: QualityConfig, lake: Lake
     failures = summary.pop("failures_by_check")
     return dg.MaterializeResult(metadata={
         **table_metadata(stored), "day": day.isoformat(),
-        **{name: dg.MetadataValue.float(value) if isinstance(value, float) else value
+        **{name: metric(value) if isinstance(value, float) else value
            for name, value in summary.items()},
         **{f"failed/{name}": count for name, count in failures.items()},
     })
 
 
 @dg.asset(
+    metadata=table_definition_metadata(EMBEDDINGS),
     key=["feedback", "embeddings"], deps=[inference_events], partitions_def=daily_partitions,
+    automation_condition=after_new_feedback(),
     backfill_policy=dg.BackfillPolicy.multi_run(1), group_name="feedback", kinds={"deltalake", "pytorch"},
     owners=["team:ml-platform"],
     description="Sentence embeddings of the day's prompts and responses, cached in feedback/embeddings by the "
@@ -87,7 +92,7 @@ def embeddings(context: dg.AssetExecutionContext, lake: LakeResource,
     model = embedder.embedder()
     cached = cached_embeddings(store, model, texts)
     return dg.MaterializeResult(metadata={
-        "day": day.isoformat(), "table": EMBEDDINGS.path, "model": model.model_id, "texts": len(texts),
+        "day": day.isoformat(), "table": EMBEDDINGS.path, **column_schema_metadata(EMBEDDINGS), "model": model.model_id, "texts": len(texts),
         "distinct_texts": cached.hits + cached.misses, "cache_hits": cached.hits, "cache_misses": cached.misses,
         "dim": int(cached.vectors.shape[1]), "delta_version": store.version(EMBEDDINGS),
     })

@@ -8,10 +8,11 @@ from crucible.registry.service import evaluation_sources, register_training_run,
 from crucible.registry.versions import REGISTRATION_STAGES
 from crucible.train.runs import latest_run
 from crucible_assets.evaluation.assets import eval_results
+from crucible_assets.metadata import table_definition_metadata
 from crucible_assets.registry import MODEL_NAME
 from resources.lake import LakeResource
 from resources.registry import RegistryResource
-from schemas import EVAL_SUMMARIES
+from schemas import EVAL_SUMMARIES, MODEL_VERSIONS
 
 
 class RegistrationConfig(dg.Config):
@@ -21,6 +22,7 @@ class RegistrationConfig(dg.Config):
 
 
 @dg.asset(
+    metadata=table_definition_metadata(MODEL_VERSIONS),
     key=["registry", "registered_model"], deps=[eval_results], group_name="registry", kinds={"deltalake"},
     owners=["team:ml-platform"],
     description="Registers the evaluated checkpoint as the next version of the model as the service principal: "

@@ -5,6 +5,7 @@ hyperparameter becomes an optional field (``None`` = keep the recipe's value) an
 re-validates whatever is set; anything else goes through ``overrides`` with dotted keys.
 """
 
+import datetime as dt
 import types
 import typing
 
@@ -74,22 +75,44 @@ class SFTConfig(dg.Config):
     """Which recipe to run, what to change in it, and why this run happens."""
 
     recipe: str = recipe_field("sft_tiny_gsm8k", "sft")
-    hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
+    hyperparameters: HyperparameterOverrides = Field(
+        default_factory=HyperparameterOverrides,
+        description="Recipe hyperparameters to override for this run (e.g. max_steps, learning_rate); unset = the recipe's.")
     dataset_limit: int | None = Field(None, ge=1,
                                       description="Use at most this many examples (recipe default when unset).")
     overrides: dict = Field(default_factory=dict,
                             description='Any other recipe field by dotted key, e.g. {"hyperparameters.lora.rank": 8}.')
     resume_run_id: str = Field("", description="Continue this earlier run (e.g. one that was killed) from its "
                                                 "newest checkpoint instead of starting a new one.")
-    trigger_reason: str = "manual"
-    data_window_start: str = ""
-    data_window_end: str = ""
+    trigger_reason: str = Field("manual", description="Why this run was started (manual, drift, quality, curated_volume; a sensor sets it); recorded on the run row and its lineage.")
+    data_window_start: str = Field("", description="First day (YYYY-MM-DD) of the feedback window whose curated "
+                                                   "examples are added to the recipe's data; empty = recipe data only.")
+    data_window_end: str = Field("", description="Last day (YYYY-MM-DD) of that window, included.")
 
     def recipe_overrides(self) -> dict:
         chosen = {f"hyperparameters.{k}": v for k, v in self.hyperparameters.model_dump(exclude_none=True).items()}
         if self.dataset_limit is not None:
             chosen["dataset.limit"] = self.dataset_limit
         return {**chosen, **self.overrides}
+
+    def feedback_window(self) -> tuple[dt.date, dt.date] | None:
+        """The (start, end) days to add curated feedback from, None for a run on the recipe's data only."""
+        return window_of(self.data_window_start, self.data_window_end, "data_window")
+
+
+def window_of(start: str, end: str, name: str) -> tuple[dt.date, dt.date] | None:
+    """``start``/``end`` (YYYY-MM-DD, both or neither) as dates; a ValueError naming ``<name>_start``/``_end``."""
+    if not start and not end:
+        return None
+    if not start or not end:
+        raise ValueError(f"{name}_start={start!r} and {name}_end={end!r}: set both days of the window, or neither")
+    try:
+        window = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError:
+        raise ValueError(f"{name}_start={start!r} / {name}_end={end!r}: expected YYYY-MM-DD dates") from None
+    if window[1] < window[0]:
+        raise ValueError(f"{name}_start={start} comes after {name}_end={end}: the window ends before it starts")
+    return window
 
 
 def configured_recipe(config, trainer, method: str):

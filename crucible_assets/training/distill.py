@@ -18,7 +18,7 @@ from crucible.train.distill import VocabularyMismatchError, resolve_teacher, run
 from crucible.train.recipes import DistillSettings, RecipeError
 from crucible.train.runs import record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
-from crucible_assets.metadata import table_metadata, training_metadata
+from crucible_assets.metadata import metric, run_record_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
 from crucible_assets.training.config import (
     HyperparameterOverrides,
@@ -27,7 +27,7 @@ from crucible_assets.training.config import (
     recipe_field,
 )
 from resources.lake import LakeResource
-from resources.trainer import TrainerResource
+from resources.trainer import TRAINING_GPU_POOL, TrainerResource
 from schemas import LINEAGE_EDGES
 
 DistillOverrides = optional_overrides(DistillSettings, "DistillOverrides")
@@ -37,12 +37,15 @@ class DistillConfig(dg.Config):
     """Which distillation recipe to run, and what to change in it."""
 
     recipe: str = recipe_field("distill_tiny", "distill")
-    distill: DistillOverrides = Field(default_factory=DistillOverrides)
-    hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
+    distill: DistillOverrides = Field(default_factory=DistillOverrides,
+                                      description="Distillation settings to override (e.g. loss, mode); unset = the recipe's.")
+    hyperparameters: HyperparameterOverrides = Field(
+        default_factory=HyperparameterOverrides,
+        description="Recipe hyperparameters to override for this run (e.g. max_steps, learning_rate); unset = the recipe's.")
     dataset_limit: int | None = Field(None, ge=1,
                                       description="Use at most this many examples (recipe default when unset).")
     overrides: dict = Field(default_factory=dict, description="Any other recipe field by dotted key.")
-    trigger_reason: str = "manual"
+    trigger_reason: str = Field("manual", description="Why this run was started (manual, drift, quality, curated_volume; a sensor sets it); recorded on the run row and its lineage.")
 
     def recipe_overrides(self) -> dict:
         chosen = {f"distill.{k}": v for k, v in self.distill.model_dump(exclude_none=True).items()}
@@ -53,7 +56,7 @@ class DistillConfig(dg.Config):
 
 
 @dg.asset(
-    key=["training", "distilled_checkpoint"], deps=[examples, sft_checkpoint], group_name="training",
+    key=["training", "distilled_checkpoint"], pool=TRAINING_GPU_POOL, deps=[examples, sft_checkpoint], group_name="training",
     kinds={"pytorch", "huggingface", "deltalake"}, owners=["team:ml-platform"],
     description="Distils a teacher (by default the newest SFT run) into the recipe's smaller student on the "
                 "recipe's dataset; records the run (method 'distill'), its metrics and lineage (teacher "
@@ -90,15 +93,15 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillConfi
     context.log.info("run %s: distilled %s into %s, eval KL %s -> %s", run_id, teacher.name, outcome.student,
                      outcome.eval_kl_before, outcome.eval_kl_after)
     return dg.MaterializeResult(metadata={
-        **training_metadata(outcome.metric_summary), **table_metadata(stored_run), "run_id": run_id,
+        **training_metadata(outcome.metric_summary), **run_record_metadata(stored_run), "run_id": run_id,
         "checkpoint": dg.MetadataValue.path(outcome.checkpoint_dir), "recipe": recipe.name,
         "recipe_hash": run["recipe_hash"], "student": outcome.student, "teacher": teacher.node,
         "teacher_run_id": teacher.run_id or "", "teacher_checkpoint": teacher.location,
         "loss": recipe.distill.loss, "mode": recipe.distill.mode, "dataset": f"{dataset.name}/{dataset.split}",
         "dataset_table_version": version, "train_examples": outcome.num_train, "eval_examples": outcome.num_eval,
-        "rejected_examples": len(outcome.rejected), "eval_kl_before": outcome.eval_kl_before,
-        "eval_kl_after": outcome.eval_kl_after, "final_loss": outcome.final_loss,
-        "tokens_per_second": outcome.tokens_per_second, "metrics_rows": stored_metrics.accepted,
+        "rejected_examples": len(outcome.rejected), "eval_kl_before": metric(outcome.eval_kl_before),
+        "eval_kl_after": metric(outcome.eval_kl_after), "final_loss": metric(outcome.final_loss),
+        "tokens_per_second": metric(outcome.tokens_per_second), "metrics_rows": stored_metrics.accepted,
         "lineage_edges": edges.accepted, "trigger_reason": config.trigger_reason,
     })
 

@@ -19,7 +19,7 @@ from crucible.train.dpo_pipeline import ReferenceKey, run_dpo_recipe
 from crucible.train.recipes import DPOSettings, RecipeError
 from crucible.train.runs import parent_sft_run, record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
-from crucible_assets.metadata import table_metadata, training_metadata
+from crucible_assets.metadata import metric, run_record_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
 from crucible_assets.training.config import (
     HyperparameterOverrides,
@@ -28,7 +28,7 @@ from crucible_assets.training.config import (
     recipe_field,
 )
 from resources.lake import LakeResource
-from resources.trainer import TrainerResource
+from resources.trainer import TRAINING_GPU_POOL, TrainerResource
 from schemas import LINEAGE_EDGES
 
 DPOOverrides = optional_overrides(DPOSettings, "DPOOverrides")
@@ -38,13 +38,16 @@ class DPOConfig(dg.Config):
     """Which recipe to run, what to change in it, and which SFT run to start from."""
 
     recipe: str = recipe_field("dpo_tiny", "dpo")
-    hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
-    dpo: DPOOverrides = Field(default_factory=DPOOverrides)
+    hyperparameters: HyperparameterOverrides = Field(
+        default_factory=HyperparameterOverrides,
+        description="Recipe hyperparameters to override for this run (e.g. max_steps, learning_rate); unset = the recipe's.")
+    dpo: DPOOverrides = Field(default_factory=DPOOverrides,
+                             description="DPO settings to override (e.g. beta); unset = the recipe's.")
     dataset_limit: int | None = Field(None, ge=1, description="Use at most this many pairs (recipe default when unset).")
     overrides: dict = Field(default_factory=dict, description='Any other recipe field by dotted key, e.g. '
                                                               '{"dataset.name": "my-prefs"}.')
     parent_run_id: str = Field("", description="SFT run to start from; empty = the recipe's, else the newest SFT run.")
-    trigger_reason: str = "manual"
+    trigger_reason: str = Field("manual", description="Why this run was started (manual, drift, quality, curated_volume; a sensor sets it); recorded on the run row and its lineage.")
 
     def recipe_overrides(self) -> dict:
         chosen = {f"hyperparameters.{k}": v for k, v in self.hyperparameters.model_dump(exclude_none=True).items()}
@@ -77,7 +80,7 @@ def _pairs_source(store, recipe) -> tuple[pd.DataFrame, str, str, int]:
 
 
 @dg.asset(
-    key=["training", "dpo_checkpoint"], deps=[sft_checkpoint, examples], group_name="training",
+    key=["training", "dpo_checkpoint"], pool=TRAINING_GPU_POOL, deps=[sft_checkpoint, examples], group_name="training",
     kinds={"pytorch", "huggingface", "deltalake"}, owners=["team:ml-platform"],
     description="DPO of an SFT checkpoint (the newest, or a chosen run) on preference pairs; reference log-probs "
                 "are computed once per (checkpoint, data version) and stored. Records the run, its metrics "
@@ -113,14 +116,14 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOConfig, lake: L
     context.log.info("run %s from %s: %d steps, final loss %s", run_id, parent["run_id"], outcome.steps,
                      outcome.final_loss)
     return dg.MaterializeResult(metadata={
-        **training_metadata(outcome.metric_summary), **table_metadata(stored_run), "run_id": run_id,
+        **training_metadata(outcome.metric_summary), **run_record_metadata(stored_run), "run_id": run_id,
         "parent_run_id": parent["run_id"],
         "checkpoint": dg.MetadataValue.path(outcome.checkpoint_dir), "recipe": recipe.name,
         "recipe_hash": run["recipe_hash"], "dataset": f"{dataset}/{split}", "dataset_table_version": version,
         "pairs": outcome.num_pairs, "rejected_pairs": len(outcome.rejected), "loss_type": recipe.dpo.loss_type,
         "beta": recipe.dpo.beta, "reference": recipe.dpo.reference, "reference_cached": outcome.reference_cached,
         "reference_computed": outcome.reference_computed, "metrics_rows": stored_metrics.accepted,
-        "final_loss": outcome.final_loss, "tokens_per_second": outcome.tokens_per_second,
+        "final_loss": metric(outcome.final_loss), "tokens_per_second": metric(outcome.tokens_per_second),
         "pairs_per_second": outcome.pairs_per_second,
         "final_reward_accuracy": final.get("rewards/accuracies"), "final_reward_margin": final.get("rewards/margins"),
     })

@@ -11,7 +11,7 @@ from crucible.train.recipes import RecipeError, RLSettings
 from crucible.train.rl_pipeline import run_rl_recipe
 from crucible.train.runs import parent_sft_run, record_run, run_lineage_edges
 from crucible_assets.datasets.assets import examples
-from crucible_assets.metadata import table_metadata, training_metadata
+from crucible_assets.metadata import metric, run_record_metadata, training_metadata
 from crucible_assets.training.assets import sft_checkpoint
 from crucible_assets.training.config import (
     HyperparameterOverrides,
@@ -20,7 +20,7 @@ from crucible_assets.training.config import (
     recipe_field,
 )
 from resources.lake import LakeResource
-from resources.trainer import TrainerResource
+from resources.trainer import TRAINING_GPU_POOL, TrainerResource
 from schemas import LINEAGE_EDGES
 
 RLOverrides = optional_overrides(RLSettings, "RLOverrides")
@@ -30,13 +30,15 @@ class RLConfig(dg.Config):
     """Which RL recipe to run, from which SFT run, and what to change in it."""
 
     recipe: str = recipe_field("rl_tiny_gsm8k", "rl")
-    hyperparameters: HyperparameterOverrides = Field(default_factory=HyperparameterOverrides)
+    hyperparameters: HyperparameterOverrides = Field(
+        default_factory=HyperparameterOverrides,
+        description="Recipe hyperparameters to override for this run (e.g. max_steps, learning_rate); unset = the recipe's.")
     rl: RLOverrides = Field(default_factory=RLOverrides,
                             description="GRPO settings; rl.parent_run_id picks the SFT run (default: the newest).")
     dataset_limit: int | None = Field(None, ge=1, description="Use at most this many prompts (recipe default when unset).")
     overrides: dict = Field(default_factory=dict, description='Any other recipe field by dotted key, e.g. '
                                                               '{"rl.rewards": [{"kind": "gsm8k"}]}.')
-    trigger_reason: str = "manual"
+    trigger_reason: str = Field("manual", description="Why this run was started (manual, drift, quality, curated_volume; a sensor sets it); recorded on the run row and its lineage.")
 
     def recipe_overrides(self) -> dict:
         chosen = {f"hyperparameters.{k}": v for k, v in self.hyperparameters.model_dump(exclude_none=True).items()}
@@ -47,7 +49,7 @@ class RLConfig(dg.Config):
 
 
 @dg.asset(
-    key=["training", "rl_checkpoint"], deps=[sft_checkpoint, examples], group_name="training",
+    key=["training", "rl_checkpoint"], pool=TRAINING_GPU_POOL, deps=[sft_checkpoint, examples], group_name="training",
     kinds={"pytorch", "huggingface", "deltalake"}, owners=["team:ml-platform"],
     description="GRPO reinforcement learning from an SFT run's checkpoint with the recipe's rewards; saves a "
                 "Hugging Face checkpoint and records the run (method rl), its metrics and its lineage.",
@@ -78,13 +80,13 @@ def rl_checkpoint(context: dg.AssetExecutionContext, config: RLConfig, lake: Lak
     last = outcome.history[-1]
     context.log.info("run %s from %s: %d steps, reward %.3f", run_id, parent["run_id"], outcome.steps, last["reward_mean"])
     return dg.MaterializeResult(metadata={
-        **training_metadata(outcome.metric_summary), **table_metadata(stored_run), "run_id": run_id, "parent_run_id": parent["run_id"],
+        **training_metadata(outcome.metric_summary), **run_record_metadata(stored_run), "run_id": run_id, "parent_run_id": parent["run_id"],
         "checkpoint": dg.MetadataValue.path(outcome.checkpoint_dir), "recipe": recipe.name,
         "recipe_hash": run["recipe_hash"], "dataset": f"{dataset.name}/{dataset.split}", "dataset_table_version": version,
         "prompts": outcome.num_prompts, "rejected_prompts": len(outcome.rejected), "metrics_rows": stored_metrics.accepted,
-        "lineage_edges": edges.accepted, "reward_mean_first": outcome.history[0]["reward_mean"],
-        "reward_mean_last": last["reward_mean"], "completions_per_second": outcome.completions_per_second,
-        "tokens_per_second": outcome.tokens_per_second,
+        "lineage_edges": edges.accepted, "reward_mean_first": metric(outcome.history[0]["reward_mean"]),
+        "reward_mean_last": metric(last["reward_mean"]), "completions_per_second": metric(outcome.completions_per_second),
+        "tokens_per_second": metric(outcome.tokens_per_second),
     })
 
 

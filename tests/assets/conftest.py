@@ -21,8 +21,12 @@ class Lifecycle:
 
 
 def make_resources(root: Path) -> dict:
+    from resources.alerts import AlertsResource
     from resources.datasets import DatasetSourcesResource
+    from resources.deploy import DeploymentResource
+    from resources.embedder import EmbedderResource
     from resources.evaluation import PromotionPolicyResource
+    from resources.feedback import FeedbackResource
     from resources.lake import LakeResource
     from resources.monitoring import DriftPolicyResource
     from resources.registry import RegistryResource
@@ -33,6 +37,10 @@ def make_resources(root: Path) -> dict:
         "dataset_sources": DatasetSourcesResource(drop_folder=str(root / "drop")),
         "trainer": TrainerResource(),
         "drift_policy": DriftPolicyResource(),
+        "feedback": FeedbackResource(inbox=str(root / "feedback_inbox")),
+        "embedder": EmbedderResource(),
+        "deployment": DeploymentResource(workdir=str(root / "deployments")),
+        "alerts": AlertsResource(),
         "promotion_policy": PromotionPolicyResource(),
         "registry": RegistryResource(artifact_store=str(root / "registry_artifacts"),
                                      token_file=str(root / "registry_token")),

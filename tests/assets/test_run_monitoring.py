@@ -95,7 +95,7 @@ def test_a_zombie_or_reused_pid_counts_as_gone(tmp_path):
 
 def test_the_shipped_config_is_written_then_merged_without_clobbering(tmp_path, monkeypatch):
     fresh = tmp_path / "fresh"
-    assert ensure_instance_config(fresh) == ["telemetry", "run_launcher", "run_monitoring"]
+    assert ensure_instance_config(fresh) == ["telemetry", "run_launcher", "run_monitoring", "concurrency"]
     assert (fresh / "dagster.yaml").read_text() == INSTANCE_CONFIG.read_text()
     assert ensure_instance_config(fresh) == []
 
@@ -103,7 +103,7 @@ def test_the_shipped_config_is_written_then_merged_without_clobbering(tmp_path, 
     user.mkdir()
     mine = "# my settings\nrun_monitoring:\n  enabled: true\n  poll_interval_seconds: 5\ntelemetry:\n  enabled: true\n"
     (user / "dagster.yaml").write_text(mine)
-    assert ensure_instance_config(user) == ["run_launcher"]
+    assert ensure_instance_config(user) == ["run_launcher", "concurrency"]
     text = (user / "dagster.yaml").read_text()
     assert text.startswith(mine)
     merged = yaml.safe_load(text)

@@ -12,7 +12,8 @@ from schemas import DRIFT_REPORTS, EXAMPLES, TRAINING_METRICS
 def drift_rows(day: dt.date, psi: float) -> pd.DataFrame:
     return pd.DataFrame([
         {"day": day, "detector": d, "feature": "len", "statistic": psi, "p_value": 0.5 if d == "ks" else None,
-         "threshold": 0.2, "drifted": False, "baseline_id": "b", "num_current": 3, "num_baseline": 5}
+         "threshold": 0.2, "drifted": False, "baseline_id": "b", "num_current": 3, "num_baseline": 5,
+         "explanation": None}
         for d in ("ks", "psi")])
 
 

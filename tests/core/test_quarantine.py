@@ -18,7 +18,9 @@ from schemas import EXAMPLES, INFERENCE_EVENTS, QUARANTINE
 def events(n: int) -> list[dict]:
     return [{"event_id": f"e{i}", "day": dt.date(2026, 11, 1), "timestamp": pd.Timestamp("2026-11-01", tz="UTC"),
              "model_name": "m", "model_version": 1, "prompt": f"question {i}", "response": "answer",
-             "prompt_tokens": 3, "response_tokens": 1, "latency_ms": 1.0, "pii_redactions": 0} for i in range(n)]
+             "prompt_tokens": 3, "response_tokens": 1, "latency_ms": 1.0, "pii_redactions": 0, "deployment": "d",
+             "user_id": None, "session_id": None, "source": "test",
+             "ingested_at": pd.Timestamp("2026-11-01", tz="UTC")} for i in range(n)]
 
 
 def test_each_bad_record_is_quarantined_with_its_reason():

@@ -141,8 +141,8 @@ def test_scrub_column_matches_scrub_row_by_row():
     chunked = pa.chunked_array([texts[:250], texts[250:]])
     for column in (texts, chunked, pd.Series(texts)):
         scrubbed = scrubber.scrub_column(column)
-        assert scrubbed.texts == [e.text for e in expected]
-        assert scrubbed.redactions == [e.redactions for e in expected]
+        assert scrubbed.texts.to_pylist() == [e.text for e in expected]
+        assert scrubbed.redactions.tolist() == [e.redactions for e in expected]
     totals = collections.Counter()
     for e in expected:
         totals.update(e.kinds)
@@ -165,7 +165,7 @@ def test_extra_patterns_are_tagged_by_name():
     assert scrubbed.kinds == {"EMPLOYEE_ID": 1, "BADGE": 1, "EMAIL": 1}
     # The lookbehind is not RE2 syntax: the bulk path falls back to Python's regex and finds it too.
     assert scrubber.scrub_many(["badge XYZ123", "plain"]) == [Scrubbed("badge [BADGE]", 1, {"BADGE": 1}), Scrubbed("plain", 0, {})]
-    assert scrubber.scrub_column(["plain", "badge XYZ123"]).texts == ["plain", "badge [BADGE]"]
+    assert scrubber.scrub_column(["plain", "badge XYZ123"]).texts.to_pylist() == ["plain", "badge [BADGE]"]
     assert sanitize_pii("EMP-123456").text == "EMP-123456"
 
 
@@ -196,3 +196,57 @@ def test_pii_key_from_env(monkeypatch):
         pii_key_from_env()
     monkeypatch.setenv("MY_PII_KEY", "s3cret-s3cret-s3cret")
     assert pii_key_from_env("MY_PII_KEY") == b"s3cret-s3cret-s3cret"
+
+
+def test_pre_filter_passes_every_text_a_gate_opens():
+    # The pre-filter is a cheaper pattern than the union of the gates; a text it drops is never scrubbed,
+    # so it must pass every text that opens a gate (planted PII, look-alikes and the property tests' shapes).
+    import re
+
+    from crucible.feedback.pii import _RE2_TRIGGERS, _TRIGGERS, _gate_bits
+
+    texts = [line.text for line in corpus(seed=11, lines=1500) + clean_corpus(seed=12, lines=1500)]
+    rng = random.Random(13)
+    texts += [f"x {HARD_NEGATIVES[name](rng)} y" for name in sorted(HARD_NEGATIVES) for _ in range(50)]
+    opened = [t for t in texts if _gate_bits(t)]
+    trigger = re.compile(_TRIGGERS)
+    assert len(opened) > 2000 and [t for t in opened if not trigger.search(t)] == []
+    assert Scrubber().candidates(opened) == list(range(len(opened)))
+    # Dates, times, prices, years and C++ scopes: none of them reaches the detectors.
+    prose = ["Shipped on 2024-03-15 at 14:35:09 for $1,299.99.", "In 2021 we sold 48 units.", "std::vector<int> v;"]
+    assert Scrubber().candidates(prose) == [] and _RE2_TRIGGERS != _TRIGGERS
+
+
+@pytest.mark.parametrize("text", [
+    "bearer\u00a09f8e7d6c5b4a3f2e1d0c now", "SSN:\u2003123456789", "ssn\u0085123456789",
+    "authorization\u3000: abcdefgh12345678", "card \u0664\u0661\u0661\u0661 1111 1111 1111", "std::vector a::b",
+])
+def test_bulk_path_reads_unicode_spaces_and_digits_like_python(text):
+    # RE2's \s and \d are ASCII, Python's are Unicode: the bulk path must open the same gates as scrub.
+    scrubber = Scrubber()
+    assert scrubber.scrub_column([text, "plain"]).texts.to_pylist() == [scrubber.scrub(text).text, "plain"]
+    assert scrubber.scrub_many([text]) == [scrubber.scrub(text)]
+
+
+def test_scrub_column_scrubs_repeated_texts_once_and_counts_every_row():
+    scrubber = Scrubber()
+    rows = ["mail jane@example.com", "plain", "mail jane@example.com", "call 415-555-0132", "plain"] * 3
+    scrubbed = scrubber.scrub_column(rows)
+    assert scrubbed.texts.to_pylist() == [scrubber.scrub(t).text for t in rows]
+    assert scrubbed.redactions.tolist() == [1, 0, 1, 1, 0] * 3 and scrubbed.kinds == {"EMAIL": 6, "PHONE": 3}
+
+
+def test_scrub_column_keeps_the_arrow_type_and_spans_slices():
+    import pyarrow as pa
+
+    from crucible.feedback import pii
+
+    texts = [line.text for line in corpus(seed=14, lines=200) + clean_corpus(seed=15, lines=200)]
+    expected = [sanitize_pii(t).text for t in texts]
+    column = pa.array(texts, type=pa.string())
+    original, pii._SLICE_ROWS = pii._SLICE_ROWS, 37  # several threads, with slices of uneven ends
+    try:
+        scrubbed = Scrubber().scrub_column(column)
+    finally:
+        pii._SLICE_ROWS = original
+    assert scrubbed.texts.type == pa.string() and scrubbed.texts.to_pylist() == expected

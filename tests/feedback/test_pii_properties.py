@@ -63,4 +63,8 @@ def test_scrubbing_is_idempotent(seed, parts):
 @given(texts=st.lists(st.text(max_size=60), max_size=20))
 def test_bulk_path_agrees_with_single_texts(texts):
     scrubber = Scrubber()
-    assert scrubber.scrub_many(texts) == [scrubber.scrub(t) for t in texts]
+    expected = [scrubber.scrub(t) for t in texts]
+    assert scrubber.scrub_many(texts) == expected
+    column = scrubber.scrub_column(texts)
+    assert column.texts.to_pylist() == [e.text for e in expected]
+    assert column.redactions.tolist() == [e.redactions for e in expected]

@@ -112,9 +112,9 @@ def test_a_pairs_table_outside_the_catalogue_is_refused_by_name(tmp_path):
         "dataset": "prefs", "dataset_version": 0, "trigger_reason": "manual", "data_window": "", "steps": 1,
         "final_loss": 1.0, "tokens_per_second": 1.0, "checkpoint_uri": str(tmp_path / "nowhere"), "started_at": now,
         "finished_at": now}, [])
-    config = {"ops": {"training__dpo_checkpoint": {"config": {"dpo": {"pairs_table": "feedback/preference_pairs"}}}}}
+    config = {"ops": {"training__dpo_checkpoint": {"config": {"dpo": {"pairs_table": "feedback/pairs_elsewhere"}}}}}
     result = dg.materialize([dpo_checkpoint], resources=res, raise_on_error=False, selection=[dpo_checkpoint],
                             run_config=config)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert ("recipe dpo_tiny: dpo.pairs_table 'feedback/preference_pairs' is not a lake table (known: "
+    assert ("recipe dpo_tiny: dpo.pairs_table 'feedback/pairs_elsewhere' is not a lake table (known: "
             "datasets/examples") in failure.step_failure_data.error.message

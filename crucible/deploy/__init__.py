@@ -1,0 +1,1 @@
+"""Serving and deployment: the inference server, router, targets, rollout strategies and health probes."""
