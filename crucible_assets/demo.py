@@ -143,20 +143,27 @@ def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resour
             "config": {**profile.get("traffic", {}), "long_prompt_share": share}}}})
 
     echo("4/5 retraining sensors (drift, quality, curated volume)")
-    requests = []
+    requests, ticks = [], []
     for name in RETRAINING_SENSORS:
         sensor = defs.get_sensor_def(name)
+        started = time.time()
         tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources))
+        run_ids = []
         for request in tick.run_requests or []:
             echo(f"  {name} requested {request.run_key}: {request.tags.get('crucible/trigger')}")
             # Executed before the next sensor looks, as the daemon would launch it: the next sensor
             # then sees the window's run (by its tag) and does not request a second one.
-            execute("retrain_job", run_config=_retrain_config(profile, request.run_config),
-                    tags={**request.tags, "dagster/run_key": request.run_key})
+            result = execute("retrain_job", run_config=_retrain_config(profile, request.run_config),
+                             tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": name})
+            run_ids.append(result.run_id)
             requests.append(request)
         if not tick.run_requests:
             echo(f"  {name} skipped: {tick.skip_message}")
+        ticks.append({"sensor": name, "timestamp": started, "end_timestamp": time.time(), "cursor": tick.cursor,
+                      "run_ids": run_ids, "run_keys": [r.run_key for r in tick.run_requests or []],
+                      "skip_reason": None if tick.run_requests else tick.skip_message})
     produced["retraining_runs"] = len(requests)
+    produced["sensor_ticks"] = ticks
 
     echo("5/5 preference pairs, and real traffic from the inbox and HTTP")
     if requests:
@@ -220,6 +227,49 @@ def summary(lake) -> str:
     return "\n".join(lines)
 
 
+WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+
+
+def record_sensor_ticks(instance, ticks: list[dict], workspace: Path = WORKSPACE) -> int:
+    """Record the demo's sensor evaluations in the instance as the daemon would (a tick per evaluation
+    and each sensor's cursor), so the web UI shows when each sensor ran and what it requested, and a
+    sensor switched on later continues from its cursor. Sensors stay stopped, as they ship."""
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        SensorInstigatorData,
+        TickData,
+        TickStatus,
+    )
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget([str(workspace)])) as context:
+        entries = context.create_request_context().get_code_location_entries().values()
+        repositories = [repo for entry in entries if entry.code_location
+                        for repo in entry.code_location.get_repositories().values()]
+        for tick in ticks:
+            sensor = next(repo.get_sensor(tick["sensor"]) for repo in repositories if repo.has_sensor(tick["sensor"]))
+            data = SensorInstigatorData(last_tick_timestamp=tick["end_timestamp"], cursor=tick["cursor"],
+                                        last_run_key=(tick["run_keys"] or [None])[-1],
+                                        last_tick_start_timestamp=tick["timestamp"], sensor_type=sensor.sensor_type,
+                                        last_tick_success_timestamp=tick["end_timestamp"])
+            state = instance.get_instigator_state(sensor.get_remote_origin_id(), sensor.selector_id)
+            if state is None:
+                instance.add_instigator_state(InstigatorState(sensor.get_remote_origin(), InstigatorType.SENSOR,
+                                                              InstigatorStatus.STOPPED, data))
+            else:
+                instance.update_instigator_state(state.with_data(data))
+            instance.create_tick(TickData(
+                instigator_origin_id=sensor.get_remote_origin_id(), instigator_name=tick["sensor"],
+                instigator_type=InstigatorType.SENSOR,
+                status=TickStatus.SUCCESS if tick["run_ids"] else TickStatus.SKIPPED, timestamp=tick["timestamp"],
+                run_ids=tick["run_ids"], run_keys=tick["run_keys"], skip_reason=tick["skip_reason"],
+                cursor=tick["cursor"], selector_id=sensor.selector_id, end_timestamp=tick["end_timestamp"]))
+    return len(ticks)
+
+
 def _detail_to_log(path: Path) -> None:
     """Send everything written to stderr (Dagster's event log, warnings, progress bars) to ``path``; the
     stages and the summary go to stdout. On a failure the end of the log is shown on the terminal."""
@@ -279,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         from crucible.data.loaders import BUILTIN_DATASETS
 
         profile = smollm2_profile(home / "cache") if args.model == "smollm2" else {}
-        run_lifecycle(days, days[-1], instance, defs, resources, datasets=tuple(BUILTIN_DATASETS), profile=profile)
+        produced = run_lifecycle(days, days[-1], instance, defs, resources, datasets=tuple(BUILTIN_DATASETS),
+                                 profile=profile)
+        recorded = record_sensor_ticks(instance, produced["sensor_ticks"])
+        print(f"  recorded {recorded} sensor ticks and cursors in the instance (the UI shows them)")
         lake = resources["lake"].lake()
         print(summary(lake))
         print(f"  Dagster instance: {instance.root_directory} ({len(instance.get_runs())} runs)")
