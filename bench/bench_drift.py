@@ -10,8 +10,9 @@ raw rows included, plus MMD on prompt embeddings, which by design sees a fixed-s
 per side, 384 dimensions, 200 permutations) whatever the traffic, so only that subsample is generated.
 
 The categorical columns are dictionary-encoded (pandas Categorical), as Parquet and Arrow store
-low-cardinality strings; the same run also times them as plain Python strings (object arrays), where
-hashing a million strings per column and side dominates, and prints that ratio too.
+low-cardinality strings; the same run also times them as Arrow strings (what reading a Delta table
+gives: counted by Arrow's hash kernel) and, for reading, as Python strings (object arrays, which must
+first be turned into Arrow, a million objects per column and side), and prints those ratios too.
 
 Run: python bench/bench_drift.py [--rows N] [--repeats R]
 """
@@ -25,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy.stats import ks_2samp
 
 from crucible.monitoring.drift import DriftThresholds, Feature, category_counts, detect_all
@@ -60,6 +62,12 @@ CATEGORICAL = ("deployment", "failed_checks", "signal_type")
 def as_strings(columns: dict) -> dict:
     """The same rows with the categorical columns as plain Python strings."""
     return {name: np.asarray(values, dtype=object) if name in CATEGORICAL else values
+            for name, values in columns.items()}
+
+
+def as_arrow_strings(columns: dict) -> dict:
+    """The same rows with the categorical columns as Arrow strings, as a Delta table is read."""
+    return {name: pa.array(np.asarray(values, dtype=object), type=pa.string()) if name in CATEGORICAL else values
             for name, values in columns.items()}
 
 
@@ -107,13 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = DriftThresholds()
 
     base_strings, current_strings = as_strings(baseline), as_strings(current)
+    base_arrow, current_arrow = as_arrow_strings(baseline), as_arrow_strings(current)
     times, results = best_times(args.repeats, {
         "ks": lambda: ks_2samp(baseline["latency_ms"], current["latency_ms"]),
         "psi": lambda: plain_psi(baseline["latency_ms"], current["latency_ms"]),
         "all": lambda: detect_all(features(baseline), features(current), thresholds),
+        "arrow": lambda: detect_all(features(base_arrow), features(current_arrow), thresholds),
         "strings": lambda: detect_all(features(base_strings), features(current_strings), thresholds),
     })
-    ks_time, psi_time, all_time, strings_time = (times[k] for k in ("ks", "psi", "all", "strings"))
+    ks_time, psi_time, all_time, arrow_time, strings_time = (times[k] for k in ("ks", "psi", "all", "arrow",
+                                                                                  "strings"))
     ks, psi, detection = results["ks"], results["psi"], results["all"]
 
     ours = {(r.feature, r.detector): r for r in detection.results}
@@ -131,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  all detectors, {len(detection.results)} verdicts on {len(detection.prepared)} features"
           f"  {all_time * 1000:8.1f} ms  ({sum(r.drifted for r in detection.results)} drifted)")
     print(f"    KS + PSI + chi2 + JS + two-proportion on every row; MMD on {EMBEDDING_SAMPLE} rows per side")
+    print(f"  the same, categories as Arrow strings   {arrow_time * 1000:8.1f} ms")
     print(f"  the same, categories as Python strings  {strings_time * 1000:8.1f} ms")
-    ratio = all_time / ks_time
-    print(f"  ratio all detectors / ks_2samp alone: {ratio:.2f}x (target <= 3x); with string categories "
-          f"{strings_time / ks_time:.2f}x")
-    return 0 if ratio <= 3 else 1
+    ratio, arrow_ratio = all_time / ks_time, arrow_time / ks_time
+    print(f"  ratio all detectors / ks_2samp alone: {ratio:.2f}x (target <= 3x); with Arrow string categories "
+          f"{arrow_ratio:.2f}x; with Python string categories {strings_time / ks_time:.2f}x (for reading)")
+    return 0 if max(ratio, arrow_ratio) <= 3 else 1
 
 
 if __name__ == "__main__":

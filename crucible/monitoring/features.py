@@ -52,8 +52,12 @@ def traffic_features(events: pd.DataFrame, quality: pd.DataFrame | None = None,
         features[DEPLOYMENT] = Feature("categorical", category_counts(events["deployment"].fillna("unknown")), source)
     if quality is not None and len(quality):
         features[QUALITY_SCORE] = Feature("numeric", quality["quality_score"].to_numpy(np.float64), source)
-        checks = [check for listed in quality["failed_checks"].fillna("")
-                  for check in (listed.split(",") if listed else ["none"])]
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        # Split in Arrow: a day of quality rows never becomes a list of Python strings.
+        listed = pa.array(quality["failed_checks"].fillna(""), type=pa.string())
+        checks = pc.list_flatten(pc.split_pattern(pc.if_else(pc.equal(listed, ""), "none", listed), ","))
         features[FAILED_CHECKS] = Feature("categorical", category_counts(checks), source)
         features[PASS_RATE] = Feature("rate", (int(quality["passed"].sum()), len(quality)), source)
     if signals is not None and len(signals):
