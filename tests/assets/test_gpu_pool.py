@@ -25,7 +25,7 @@ RUN = textwrap.dedent("""
     @dg.op(pool=pool)
     def train_on_gpu():
         started = time.time()
-        time.sleep(1.5)
+        time.sleep(5)  # long enough that the unpooled pair overlaps even when a loaded machine starts them apart
         with open(record, "a") as out:
             out.write(json.dumps([started, time.time()]) + "\\n")
 
