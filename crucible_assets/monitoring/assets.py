@@ -6,6 +6,7 @@ from pydantic import Field
 
 from crucible.monitoring.baselines import latest_snapshot, take_snapshot
 from crucible.monitoring.plots import plots_markdown, save_plots
+from crucible.monitoring.policy import drift_rule
 from crucible.monitoring.report import report_day
 from crucible.quarantine import store_validated
 from crucible_assets.automation import after_new_feedback
@@ -96,9 +97,11 @@ def drift_report(context: dg.AssetExecutionContext, lake: LakeResource, drift_po
     stored = store_validated(store, DRIFT_REPORTS, pd.DataFrame(report.rows()),
                              source=f"drift {day}", replace_where={"day": day}, day=day)
     paths = save_plots(report.plots, lake.artifact_dir("monitoring", "drift", day.isoformat())) if report.plots else []
+    # "drifted" is the policy's verdict (what the retraining sensor acts on), not "some detector fired".
+    drifted, verdict = drift_rule(drift_policy.policy(), day, pd.DataFrame(report.rows()))
     return dg.MaterializeResult(metadata={
         **table_metadata(stored), "day": day.isoformat(), "baseline": snapshot.snapshot_id,
-        "drifted": bool(report.drifted()), "drifted_detectors": len(report.drifted()),
+        "drifted": drifted, "verdict": verdict, "drifted_detectors": len(report.drifted()),
         "detectors": dg.MetadataValue.md(report.markdown(drift_policy.policy())),
         **({"distribution_plots": dg.MetadataValue.md(plots_markdown(report.plots)),
             "plots_folder": dg.MetadataValue.path(str(paths[0].parent))} if paths else {}),

@@ -40,6 +40,7 @@ def test_two_days_materialized_separately_carry_their_own_figures(served, resour
         metadata = materialization(instance, key).metadata
         rows = stored.loc[stored["day"].astype(str) == key].set_index(["detector", "feature"])
         assert metadata["day"].value == key and metadata["drifted"].value is drifted
+        assert "detectors drifted" in metadata["verdict"].value  # the policy's reading, as the sensor applies it
         assert metadata["dagster/row_count"].value == len(rows)
         # The first report took the snapshot from the training prompts alone (no earlier traffic).
         assert "psi/latency_ms" not in metadata and "latency_ms: no baseline" in metadata["detectors"].value
