@@ -22,7 +22,7 @@ def test_lifecycle_with_smollm2(tmp_path, resources_for):
     days = ["2026-11-01", "2026-11-02"]
     with dg.DagsterInstance.ephemeral() as instance:
         produced = run_lifecycle(days, days[-1], instance, build_defs(resources), resources, profile=profile,
-                                 echo=lambda _: None)
+                                 echo=lambda _: None, real_traffic=False)
     lake = resources["lake"].lake()
     runs = lake.read(schemas.TRAINING_RUNS).sort_values("finished_at")
     assert produced["retraining_runs"] == 1 and len(runs) == 2
