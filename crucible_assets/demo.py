@@ -136,11 +136,16 @@ def run_lifecycle(days: list[str], drift_day: str | None, instance, defs, resour
     echo("2/5 training → evaluation → registry")
     execute("retrain_job", run_config=_retrain_config(profile))
 
-    echo(f"3/5 feedback, quality, embeddings and drift for {', '.join(days)}")
+    echo(f"3/5 feedback, quality, embeddings and drift for {', '.join(days)} (a backfill, one run per day)")
+    from dagster._core.utils import make_new_backfill_id
+
+    backfill_id = make_new_backfill_id()
     for day in days:
         share = 0.9 if day == drift_day else 0.0
-        execute("daily_feedback_job", partition_key=day, run_config={"ops": {"feedback__inference_events": {
-            "config": {**profile.get("traffic", {}), "long_prompt_share": share}}}})
+        execute("daily_feedback_job", partition_key=day, tags={"dagster/backfill": backfill_id},
+                run_config={"ops": {"feedback__inference_events": {
+                    "config": {**profile.get("traffic", {}), "long_prompt_share": share}}}})
+    record_backfill(instance, defs, backfill_id, days)
 
     echo("4/5 retraining sensors (drift, quality, curated volume)")
     requests, ticks = [], []
@@ -228,6 +233,27 @@ def summary(lake) -> str:
 
 
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"
+
+
+def record_backfill(instance, defs, backfill_id: str, days: list[str]) -> None:
+    """Record the demo's daily runs (tagged with ``backfill_id``) as a completed asset backfill of
+    daily_feedback_job's assets over ``days``, as if a person had launched it from the UI."""
+    import time as clock
+
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+
+    graph = defs.resolve_asset_graph()
+    keys = sorted(defs.resolve_job_def("daily_feedback_job").asset_layer.executable_asset_keys)
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=backfill_id, asset_graph=graph, partition_names=days, asset_selection=keys,
+        backfill_timestamp=clock.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
+        title=f"Daily feedback {days[0]}..{days[-1]}", description="The demo's days of traffic, one run per day.",
+        run_config=None)
+    done = backfill.asset_backfill_data._replace(requested_subset=backfill.asset_backfill_data.target_subset,
+                                                 materialized_subset=backfill.asset_backfill_data.target_subset,
+                                                 requested_runs_for_target_roots=True)
+    instance.add_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS).with_asset_backfill_data(
+        done, dynamic_partitions_store=instance, asset_graph=graph))
 
 
 def record_sensor_ticks(instance, ticks: list[dict], workspace: Path = WORKSPACE) -> int:

@@ -39,3 +39,14 @@ def test_recorded_ticks_are_what_the_ui_reads(tmp_path, monkeypatch):
     assert [t.status for t in quality_ticks] == [TickStatus.SKIPPED]
     assert "exists already" in quality_ticks[0].skip_reason
     assert state.instigator_data.cursor == "42" and not state.is_running
+
+
+def test_the_demo_days_are_a_completed_backfill(lifecycle):
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    [backfill] = lifecycle.instance.get_backfills()
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
+    runs = lifecycle.instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+    assert sorted(run.tags["dagster/partition"] for run in runs) == sorted(lifecycle.days)
+    data = backfill.asset_backfill_data
+    assert data.materialized_subset == data.target_subset
