@@ -42,7 +42,7 @@ def test_lifecycle_on_an_s3_lake(tmp_path, s3_endpoint):
     defs = build_defs(resources)
     days = ["2026-11-01", "2026-11-02"]
     with dg.DagsterInstance.ephemeral() as instance:
-        run_lifecycle(days, days[-1], instance, defs, resources, echo=lambda _line: None)
+        run_lifecycle(days, days[-1], instance, defs, resources, echo=lambda _line: None, real_traffic=False)
 
     lake = resources["lake"].lake()
     assert not lake.local

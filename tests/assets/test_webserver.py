@@ -48,8 +48,9 @@ def test_webserver_lists_assets_and_their_dependencies(tmp_path):
             time.sleep(1)
         assert nodes, "webserver did not serve the asset graph within 120 s"
         graph = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]} for n in nodes}
-        assert graph["training/sft_checkpoint"] == {"datasets/examples"}
-        assert graph["monitoring/drift_report"] == {"feedback/inference_events"}
+        assert graph["training/sft_checkpoint"] == {"datasets/examples", "feedback/curated_examples"}
+        assert graph["monitoring/drift_report"] >= {"feedback/inference_events", "feedback/quality",
+                                                    "feedback/embeddings", "feedback/signals"}
         assert graph["registry/registered_model"] == {"evaluation/eval_results"}
         groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
         assert groups["feedback/inference_events"] == "feedback"
