@@ -285,17 +285,6 @@ def test_cursor_picks_up_a_later_event_with_the_same_timestamp_exactly_once(lake
 # -- artifacts on S3 ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_registered_model_stores_its_artifact_on_s3(tmp_path, resources_for, s3_endpoint):
     import boto3
 

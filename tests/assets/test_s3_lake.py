@@ -11,17 +11,6 @@ from tests.assets.conftest import make_resources
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_lifecycle_on_an_s3_lake(tmp_path, s3_endpoint):
     import boto3
 
