@@ -29,8 +29,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import signal
-import socket
 import threading
 import time
 import uuid
@@ -53,6 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from crucible.asgi import ThreadedServer, serve_until_signal
 from crucible.deploy.batching import BatcherStopped, DynamicBatcher, FaultSpec, GenerationFault
 from crucible.deploy.events import EventBuffer, lake_writer
 from crucible.inference.engine import Generation, GenerationRequest, InferenceEngine
@@ -309,9 +308,8 @@ class ModelServer:
         if model_version is not None:
             self._names.add(f"{self.model_name}/v{model_version}")
         self.app = _MetricsMiddleware(self._build_app(), self.metrics)
-        self._socket: socket.socket | None = None
-        self._uvicorn: Any = None
-        self._thread: threading.Thread | None = None
+        self._http = ThreadedServer(self.app, host, port, name=f"server {model_id}", backlog=2048,
+                                    graceful_shutdown_s=max(1, int(drain_timeout_s)))
         self._loader: threading.Thread | None = None
 
     @classmethod
@@ -352,10 +350,7 @@ class ModelServer:
 
     @property
     def url(self) -> str:
-        if self._socket is None:
-            raise RuntimeError(f"server {self.model_id} is not started; call start() first")
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     @property
     def ready(self) -> bool:
@@ -363,27 +358,12 @@ class ModelServer:
 
     def start(self, timeout_s: float = 30.0) -> ModelServer:
         """Listen on ``host:port`` (0 picks a free port, see ``url``) and load the model in the background."""
-        import uvicorn
 
         if self.events is not None:
             self.events.start()
         self._loader = threading.Thread(target=self._load_engine, name="crucible-model-loader", daemon=True)
         self._loader.start()
-        self._socket = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((self.host, self._port))
-        self._socket.listen(2048)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=max(1, int(self.drain_timeout_s)))
-        self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._socket]},
-                                        name="crucible-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server {self.model_id} did not start listening on {self.host}:{self._port}")
-            time.sleep(0.01)
+        self._http.start(timeout_s)
         return self
 
     def wait_ready(self, timeout_s: float = 120.0) -> ModelServer:
@@ -401,9 +381,7 @@ class ModelServer:
         """Stop taking requests, let running ones finish (up to ``drain_timeout_s``), write buffered events."""
         self._stopping = True
         self.metrics.ready.set(0)
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
-            self._thread.join(self.drain_timeout_s + 10)
+        self._http.stop(self.drain_timeout_s + 10)
         self.batcher.stop()
         if self.events is not None:
             self.events.close()
@@ -416,15 +394,7 @@ class ModelServer:
 
     def serve_forever(self, on_listening: Callable[[str], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully (for ``crucible serve``; main thread only)."""
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        self.start()
-        if on_listening is not None:
-            on_listening(self.url)
-        while not stop.wait(0.5):
-            pass
-        self.stop()
+        serve_until_signal(self.start, self.stop, lambda: self.url, on_listening)
 
     def _load_engine(self) -> None:
         try:

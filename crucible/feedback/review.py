@@ -8,10 +8,6 @@ import html
 import json
 import math
 import re
-import signal
-import socket
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,6 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pandas as pd
 
+from crucible.asgi import ThreadedServer, serve_until_signal
 from crucible.lake import DeltaLake
 from schemas import CURATED, REVIEWS
 
@@ -27,7 +24,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from crucible.feedback.pii import Scrubber
+from crucible.feedback.pii import Scrubber
 
 # decision -> the CURATED status it leaves
 DECISIONS = {"approve": "approved", "reject": "rejected", "edit": "edited"}
@@ -360,51 +357,20 @@ class ReviewServer:
         self.reviewer = reviewer.strip() if reviewer else None
         self.scrubber, self.per_page = scrubber, per_page
         self.app = self._build_app()
-        self._socket: socket.socket | None = None
-        self._uvicorn: Any = None
-        self._thread: threading.Thread | None = None
+        self._http = ThreadedServer(self.app, host, port, name="review server")
 
     @property
     def url(self) -> str:
-        if self._socket is None:
-            raise RuntimeError("review server is not started; call start() first")
-        host, port = self._socket.getsockname()[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return self._http.url
 
     def start(self, timeout_s: float = 30.0) -> ReviewServer:
         """Listen on ``host:port`` (0 picks a free port, see ``url``)."""
-        import uvicorn
-
-        self._socket = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._socket.bind((self.host, self._port))
-        except OSError as error:
-            self._socket.close()
-            self._socket = None
-            raise RuntimeError(f"review server: cannot listen on {self.host}:{self._port} ({error}); pick another "
-                               f"--port (0 picks a free one)") from error
-        self._socket.listen(128)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
-        self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [self._socket]},
-                                        name="crucible-review", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._uvicorn.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"review server did not start listening on {self.host}:{self._port}")
-            time.sleep(0.01)
+        self._http.start(timeout_s)
         return self
 
     def stop(self) -> None:
         """Stop listening; requests in flight finish first."""
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
-            self._thread.join(15)
-            self._uvicorn = None
-        if self._socket is not None:
-            self._socket.close()
+        self._http.stop()
 
     def __enter__(self) -> ReviewServer:
         return self.start()
@@ -414,15 +380,7 @@ class ReviewServer:
 
     def serve_forever(self, on_listening: Callable[[str], None] | None = None) -> None:
         """Serve until SIGTERM or SIGINT (main thread only)."""
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        self.start()
-        if on_listening is not None:
-            on_listening(self.url)
-        while not stop.wait(0.5):
-            pass
-        self.stop()
+        serve_until_signal(self.start, self.stop, lambda: self.url, on_listening)
 
     # -- the app ------------------------------------------------------------------------------
 
