@@ -357,7 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         profile = smollm2_profile(home / "cache") if args.model == "smollm2" else {}
         produced = run_lifecycle(days, days[-1], instance, defs, resources, datasets=tuple(BUILTIN_DATASETS),
                                  profile=profile)
-        recorded = record_sensor_ticks(instance, produced["sensor_ticks"])
+        sys.stdout.flush()
+        terminal = os.dup(1)
+        if not args.verbose:  # the code server that the workspace starts logs to stdout: into the log
+            os.dup2(2, 1)
+        try:
+            recorded = record_sensor_ticks(instance, produced["sensor_ticks"])
+        finally:
+            sys.stdout.flush()
+            os.dup2(terminal, 1)
         print(f"  recorded {recorded} sensor ticks and cursors in the instance (the UI shows them)")
         lake = resources["lake"].lake()
         print(summary(lake))
