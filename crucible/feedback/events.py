@@ -52,7 +52,7 @@ def simulated_requests(pool: Sequence[str], day: dt.date, count: int, long_promp
             line = rng.choice(_CONTACT_LINES).format(name=rng.choice(_NAMES), n=rng.randrange(10_000))
             prompt = f"{prompt} {line}"
         if rng.random() < long_prompt_share:
-            prompt = _LONG_CONTEXT * 3 + prompt  # long, yet within a tiny model's 512-token context
+            prompt = _LONG_CONTEXT * 2 + prompt  # long, yet within a tiny model's 512-token context
         requests.append(SimulatedRequest(prompt, index))
     return requests
 

@@ -19,9 +19,10 @@ class TrafficError(RuntimeError):
 
 
 def served_chat(engine: InferenceEngine, prompts: Sequence[str], max_new_tokens: int, *, model_id: str,
-                clients: int = 8, timeout_s: float = 300.0) -> list[Generation]:
+                clients: int = 8, timeout_s: float = 300.0) -> list[Generation | None]:
     """Greedy answers to ``prompts`` from a server started on 127.0.0.1 around ``engine``, asked by
-    ``clients`` concurrent users; ``result[i]`` answers ``prompts[i]``. The server records no events:
+    ``clients`` concurrent users; ``result[i]`` answers ``prompts[i]``, None when the server refused it
+    as too long for the model's context (as it would refuse a real user). The server records no events:
     the caller ingests what the clients saw, stamped with the simulated day."""
     import requests
 
@@ -32,12 +33,14 @@ def served_chat(engine: InferenceEngine, prompts: Sequence[str], max_new_tokens:
         server.wait_ready(timeout_s)
         session = requests.Session()
 
-        def ask(position: int) -> Generation:
+        def ask(position: int) -> Generation | None:
             started = time.perf_counter()
             response = session.post(f"{server.url}/v1/chat/completions", timeout=timeout_s, json={
                 "model": model_id, "messages": [{"role": "user", "content": prompts[position]}],
                 "max_tokens": max_new_tokens, "temperature": 0})
             latency_ms = (time.perf_counter() - started) * 1000
+            if response.status_code == 400 and "context_length_exceeded" in response.text:
+                return None
             if response.status_code != 200:
                 raise TrafficError(f"simulated request {position} got HTTP {response.status_code}: "
                                    f"{response.text[:300]}")

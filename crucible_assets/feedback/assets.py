@@ -48,6 +48,13 @@ def _simulate(context: dg.AssetExecutionContext, config: InferenceTrafficConfig,
     # The simulated users call the inference server over HTTP, as real ones would (batched answers).
     answers = served_chat(engine, prompts, config.max_new_tokens, model_id=f"{MODEL_NAME}/v{version['version']}",
                           clients=config.clients)
+    refused = sum(answer is None for answer in answers)
+    if refused:  # too long for the model's context: the server refused them, as it would a real user's
+        context.log.warning(f"{refused} of {len(prompts)} simulated requests on {day} were refused as longer than "
+                            f"the model's context")
+        requests = [r for r, answer in zip(requests, answers, strict=True) if answer is not None]
+        prompts = [r.prompt for r in requests]
+        answers = [answer for answer in answers if answer is not None]
     records = event_records(day, prompts, answers, MODEL_NAME, int(version["version"]))
     references = [examples["target"].iat[r.pool_index] for r in requests]
     for record, signals in zip(records, simulated_signals(records, references), strict=True):
