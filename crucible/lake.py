@@ -651,8 +651,11 @@ class DeltaLake:
     # -- reads -------------------------------------------------------------------------------
 
     def read(self, spec: TableSpec, where: dict[str, Any] | None = None, version: int | None = None,
-             columns: Sequence[str] | None = None) -> pd.DataFrame:
+             columns: Sequence[str] | None = None, arrow_strings: bool = False) -> pd.DataFrame:
         """Rows of the table (optionally at an earlier ``version``: time travel), filtered by equality.
+
+        ``arrow_strings`` keeps text columns Arrow-backed (``pd.ArrowDtype``) instead of Python objects:
+        columnar code (drift statistics over categories) then never builds a Python string per row.
 
         A table never created reads as a typed empty frame; a damaged one raises
         :class:`LakeTableError`; a version that does not exist raises :class:`TableVersionError`.
@@ -672,7 +675,7 @@ class DeltaLake:
                 else:
                     filters.append((column, "=", value))
         try:
-            return _filtered_read(table, columns, where, filters)
+            return _filtered_read(table, columns, where, filters, arrow_strings)
         except (DeltaError, OSError) as error:
             raise LakeTableError(spec.path, self.uri(spec), f"its data cannot be read ({_first_line(error)})") from error
 
@@ -767,23 +770,30 @@ def _commit_problem(path: Path) -> str | None:
 
 
 def _filtered_read(table: Any, columns: Sequence[str] | None, where: dict[str, Any] | None,
-                   filters: list | None) -> pd.DataFrame:
+                   filters: list | None, arrow_strings: bool = False) -> pd.DataFrame:
     """``table``'s rows matching ``filters`` (equality/``in`` on ``where``), as pandas.
 
     A table whose files were written by a merge can mix ``string`` and ``string_view`` columns, and
     pyarrow has no comparison kernel between the two (deltalake 1.6.6): such a read falls back to
     filtering the rows in pandas after reading them.
     """
+    import pyarrow as pa
     import pyarrow.lib
+
+    def as_pandas(data: pa.Table) -> pd.DataFrame:
+        if not arrow_strings:
+            return data.to_pandas()
+        text = {pa.string(), pa.large_string(), pa.string_view()}
+        return data.to_pandas(types_mapper=lambda kind: pd.ArrowDtype(kind) if kind in text else None)
 
     wanted = list(columns) if columns else None
     try:
-        return table.to_pyarrow_table(columns=wanted, filters=filters).to_pandas()
+        return as_pandas(table.to_pyarrow_table(columns=wanted, filters=filters))
     except pyarrow.lib.ArrowNotImplementedError:
         if not where:
             raise
     needed = None if wanted is None else list(dict.fromkeys([*wanted, *where]))
-    frame = table.to_pyarrow_table(columns=needed).to_pandas()
+    frame = as_pandas(table.to_pyarrow_table(columns=needed))
     for column, value in where.items():
         allowed = list(value) if isinstance(value, list | tuple | set) else [value]
         frame = frame[frame[column].isin(allowed)]

@@ -59,9 +59,10 @@ class DayReport:
 
 def day_features(lake: DeltaLake, day: dt.date) -> dict:
     """The monitored features of ``day``'s served events, with their quality rows and signals when present."""
-    events = lake.read(INFERENCE_EVENTS, where={"day": day})
-    quality = lake.read(QUALITY, where={"day": day}) if lake.exists(QUALITY) else None
-    signals = lake.read(SIGNALS, where={"day": day}) if lake.exists(SIGNALS) else None
+    # Arrow-backed text: category counts stay columnar (see bench/bench_drift.py).
+    events = lake.read(INFERENCE_EVENTS, where={"day": day}, arrow_strings=True)
+    quality = lake.read(QUALITY, where={"day": day}, arrow_strings=True) if lake.exists(QUALITY) else None
+    signals = lake.read(SIGNALS, where={"day": day}, arrow_strings=True) if lake.exists(SIGNALS) else None
     return traffic_features(events, quality, signals, f"{INFERENCE_EVENTS.path}@v{lake.version(INFERENCE_EVENTS)}: {day}")
 
 

@@ -101,3 +101,24 @@ def test_rows_merged_in_one_write_can_be_read_back_filtered(lake):
     assert sorted(train["example_id"]) == ["0", "1", "2"] and set(train["split"]) == {"train"}
     ids = lake.read(EXAMPLES, where={"split": ["test"]}, columns=["example_id"])
     assert list(ids.columns) == ["example_id"] and len(ids) == 3
+
+
+def test_arrow_strings_read_the_same_text_without_python_objects(tmp_path):
+    import pandas as pd
+
+    from crucible.lake import DeltaLake
+    from crucible.quarantine import store_validated
+    from schemas import REVIEWS
+
+    lake = DeltaLake(tmp_path / "lake")
+    rows = pd.DataFrame({"example_id": ["e1", "e2"], "reviewer": ["ana", "bo"], "decision": ["approve", "edit"],
+                         "edited_response": [None, "fixed"], "note": [None, None],
+                         "decided_at": pd.Timestamp("2026-11-01", tz="UTC")})
+    store_validated(lake, REVIEWS, rows, source="test")
+    plain = lake.read(REVIEWS).sort_values("example_id", ignore_index=True)
+    arrow = lake.read(REVIEWS, arrow_strings=True).sort_values("example_id", ignore_index=True)
+    assert isinstance(arrow["decision"].dtype, pd.ArrowDtype) and plain["decision"].dtype == object
+    assert arrow["decision"].tolist() == plain["decision"].tolist() == ["approve", "edit"]
+    assert arrow["edited_response"].isna().tolist() == [True, False]
+    filtered = lake.read(REVIEWS, where={"reviewer": "bo"}, arrow_strings=True)
+    assert filtered["example_id"].tolist() == ["e2"]
