@@ -44,6 +44,10 @@ def instance_home(folder):
     home = folder / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(INSTANCE_CONFIG, home / "dagster.yaml")
+    # Create the SQLite storage once: two runs opening a fresh instance at the same moment would race to
+    # create its tables ("table already exists"), as launched runs never do on an instance already in use.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
     return home
 
 
