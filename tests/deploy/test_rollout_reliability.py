@@ -26,7 +26,7 @@ CLIENT = Path(__file__).with_name("traffic_client.py")
 def test_broken_versions_roll_back_and_no_request_or_event_is_lost(tmp_path, lake):
     v1 = register_tiny(lake, make_tiny_checkpoint(tmp_path / "ckpt-1", seed=1))
     v2 = register_tiny(lake, make_tiny_checkpoint(tmp_path / "ckpt-2", seed=2), stage="staging")
-    target = LocalTarget(tmp_path / "work", ready_timeout_s=90, grace_s=30,
+    target = LocalTarget(tmp_path / "work", ready_timeout_s=180, grace_s=30,
                          env={"CRUCIBLE_HOME": str(tmp_path / "home")})
 
     def spec(version, *fault: str) -> ServeSpec:
@@ -50,8 +50,11 @@ def test_broken_versions_roll_back_and_no_request_or_event_is_lost(tmp_path, lak
         hangs = deploy_local(lake, spec(v2, "--inject-fault", "hang"), target=target,
                              strategy=canary((25, 100), hold_s=6), thresholds=thresholds, candidate_timeout_s=1.0,
                              on_event=note)
+        # The broken versions are caught by their errors and timeouts; the healthy one's p99 bound is loose so
+        # that a loaded CI machine does not roll back a good version for being slow.
         healthy = deploy_local(lake, spec(v2), target=target, strategy=canary((25, 100), hold_s=2),
-                               thresholds=thresholds, on_event=note)
+                               thresholds=Thresholds(max_error_rate=0.05, max_p99_ms=60000, min_requests=3),
+                               on_event=note)
         time.sleep(1.0)
     finally:
         stop.touch()
